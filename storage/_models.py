@@ -1,0 +1,301 @@
+"""The tables of a node, as SQLModel classes.
+
+Invariants:
+- These classes and the alembic revisions in `storage/migrations/versions` describe the
+  same schema; `tests/storage/test_migrations.py` runs alembic's autogenerate comparison
+  on SQLite and PostgreSQL and fails on any difference.
+- The tables live in their own `MetaData` (not `SQLModel.metadata`), with a naming
+  convention, so that no other SQLModel class in the process leaks into a migration.
+- Every timestamp is an aware UTC datetime (`UTCDateTime`); every digest is the SHA-256
+  hex of the exact bytes it names; every enum is stored as its text value.
+- Signed bytes (statement envelopes, receipts, peer descriptors) are stored verbatim,
+  never re-serialised, so their signatures still verify when read back.
+- No column holds private key bytes: keys are public JSON plus a key-store reference.
+- Replay entries have no foreign key to messages: they outlive the message they name, so
+  a replay is refused even after the message is deleted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from ._types import JSON_DOCUMENT, EnumText, UTCDateTime
+
+__all__ = [
+    "Direction",
+    "Key",
+    "KeyKind",
+    "KeyStatus",
+    "Message",
+    "MessageEvent",
+    "MessagePart",
+    "MessageStatus",
+    "OutboxEntry",
+    "Peer",
+    "PeerStatus",
+    "Receipt",
+    "ReplayEntry",
+    "Role",
+    "User",
+    "metadata",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+_registry = registry(metadata=metadata)
+
+# Ids of parties, keys and messages are short printable identifiers; free text (purposes,
+# reasons, errors, descriptors) is unbounded.
+_ID = String(200)
+_SHA256 = String(64)
+
+
+class PeerStatus(StrEnum):
+    """Where a peer stands in onboarding (DESIGN 8: fingerprint compared out of band)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REMOVED = "removed"
+
+
+class KeyKind(StrEnum):
+    SEAL = "seal"
+    SIGNATORY = "signatory"
+    ENCRYPTION = "encryption"
+    TLS = "tls"
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+    REVOKED = "revoked"
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    SIGNATORY = "signatory"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class MessageStatus(StrEnum):
+    """The life of a message. Outgoing: draft, queued, sending, then delivered or failed.
+    Incoming: received, or refused when the node answered with a refusing receipt."""
+
+    DRAFT = "draft"
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    RECEIVED = "received"
+    REFUSED = "refused"
+
+
+class _Table(SQLModel, registry=_registry):
+    """Base of the tables: binds them to this package's `metadata`."""
+
+
+class Peer(_Table, table=True):
+    """A Party's node this node exchanges with, onboarded from its signed descriptor."""
+
+    __tablename__ = "peers"
+
+    party_id: str = Field(primary_key=True, sa_type=_ID)
+    name: str = Field(sa_type=Text)
+    endpoint_url: str = Field(sa_type=Text)
+    # SHA-256 of the DER certificate pinned for mutual TLS (DESIGN 9).
+    tls_cert_sha256: str = Field(sa_type=_SHA256, unique=True)
+    # The signed node descriptor, exactly as received (its signature covers these bytes).
+    descriptor: str = Field(sa_type=Text)
+    status: PeerStatus = Field(sa_type=EnumText(PeerStatus))
+    added_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Key(_Table, table=True):
+    """A public key of this node, of one of its users or of a peer, with its history."""
+
+    __tablename__ = "keys"
+    __table_args__ = (Index("ix_keys_owner_kind", "owner", "kind"),)
+
+    key_id: str = Field(primary_key=True, sa_type=_ID)
+    kind: KeyKind = Field(sa_type=EnumText(KeyKind))
+    # A party id (seal, encryption and TLS keys) or a local user name (signatory keys).
+    owner: str = Field(sa_type=_ID)
+    public: dict[str, Any] = Field(sa_type=JSON_DOCUMENT)
+    # Where the private half lives (a file path or a `pkcs11:` URI); None for peers' keys.
+    store_ref: str | None = Field(default=None, sa_type=Text)
+    status: KeyStatus = Field(sa_type=EnumText(KeyStatus))
+    not_before: datetime = Field(sa_type=UTCDateTime)
+    not_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reason: str | None = Field(default=None, sa_type=Text)
+
+
+class User(_Table, table=True):
+    """A local user. The API token is stored as the SHA-256 hex of the token: tokens are 32
+    random bytes, so a slow password hash would add nothing."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        Index("ix_users_token_sha256", "token_sha256", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=Integer)
+    name: str = Field(sa_type=Text)
+    role: Role = Field(sa_type=EnumText(Role))
+    clearance: str = Field(sa_type=Text)
+    token_sha256: str = Field(sa_type=_SHA256)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    disabled: bool = Field(default=False, sa_type=Boolean)
+
+
+class Message(_Table, table=True):
+    """A statement sent or received. Its content is in the blob store (`MessagePart`)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_direction_created_at", "direction", "created_at"),
+        Index("ix_messages_in_reply_to", "in_reply_to"),
+    )
+
+    message_id: str = Field(primary_key=True, sa_type=_ID)
+    direction: Direction = Field(sa_type=EnumText(Direction, 8))
+    sender: str = Field(sa_type=_ID)
+    recipient: str = Field(sa_type=_ID)
+    type: str = Field(sa_type=String(64))
+    # A copy of the marking inside the signed payload, for routing and listing only.
+    marking: dict[str, Any] = Field(sa_type=JSON_DOCUMENT)
+    purpose: str = Field(sa_type=Text)
+    created: datetime = Field(sa_type=UTCDateTime)
+    expires: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The signed statement envelope, exactly as received or sent.
+    envelope: bytes = Field(sa_type=LargeBinary)
+    envelope_sha256: str = Field(sa_type=_SHA256)
+    # The age header of the body (the file key wrapped to the recipient).
+    header: bytes | None = Field(default=None, sa_type=LargeBinary)
+    status: MessageStatus = Field(sa_type=EnumText(MessageStatus))
+    in_reply_to: str | None = Field(default=None, sa_type=_ID)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class MessagePart(_Table, table=True):
+    """One encrypted part of a message; index 0 is the body, then the attachments."""
+
+    __tablename__ = "message_parts"
+
+    message_id: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("messages.message_id", ondelete="CASCADE")],
+    )
+    index: int = Field(primary_key=True, sa_type=Integer)
+    # SHA-256 of the ciphertext blob (the digest the signature covers).
+    blob_sha256: str = Field(sa_type=_SHA256, index=True)
+    size: int = Field(sa_type=BigInteger)
+
+
+class Receipt(_Table, table=True):
+    """The signed receipt of a message: the one the peer returned for an outgoing message,
+    the one this node issued for an incoming message (answered again on redelivery)."""
+
+    __tablename__ = "receipts"
+
+    message_id: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("messages.message_id", ondelete="CASCADE")],
+    )
+    envelope: bytes = Field(sa_type=LargeBinary)
+    verdict: str = Field(sa_type=String(32))
+    received_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class MessageEvent(_Table, table=True):
+    """One step of a message's status timeline."""
+
+    __tablename__ = "message_events"
+    __table_args__ = (Index("ix_message_events_message_id_at", "message_id", "at"),)
+
+    id: int | None = Field(
+        default=None,
+        primary_key=True,
+        sa_type=BigInteger().with_variant(Integer(), "sqlite"),
+    )
+    message_id: str = Field(
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("messages.message_id", ondelete="CASCADE")],
+    )
+    at: datetime = Field(sa_type=UTCDateTime)
+    event: str = Field(sa_type=String(64))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DOCUMENT)
+
+
+class OutboxEntry(_Table, table=True):
+    """A pending delivery of an outgoing message to one peer (the transactional outbox).
+
+    A row is due when `next_attempt_at <= now` and it is not leased (`leased_until` is
+    null or past). The row is deleted when the delivery completes or is given up.
+    """
+
+    __tablename__ = "outbox"
+
+    message_id: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("messages.message_id", ondelete="CASCADE")],
+    )
+    peer: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("peers.party_id")],
+    )
+    attempts: int = Field(default=0, sa_type=Integer)
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    leased_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_owner: str | None = Field(default=None, sa_type=_ID)
+    last_error: str | None = Field(default=None, sa_type=Text)
+
+
+class ReplayEntry(_Table, table=True):
+    """A (sender, message id) already received; refused if seen again until `expires`
+    (null: kept for ever)."""
+
+    __tablename__ = "replay"
+
+    sender: str = Field(primary_key=True, sa_type=_ID)
+    message_id: str = Field(primary_key=True, sa_type=_ID)
+    envelope_sha256: str = Field(sa_type=_SHA256)
+    seen_at: datetime = Field(sa_type=UTCDateTime)
+    expires: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)

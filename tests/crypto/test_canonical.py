@@ -1,0 +1,58 @@
+"""Canonical JSON: Accord's fast path equals the rfc8785 library on every value it signs."""
+
+from __future__ import annotations
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crypto import VerificationError, canonical_json
+from crypto.canonical import loads_canonical
+
+SAFE = 2**53 - 1
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-SAFE, SAFE) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_values)
+def test_fast_path_equals_rfc8785(value) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except UnicodeEncodeError:  # lone surrogates cannot be UTF-8 at all
+        with pytest.raises(ValueError):
+            canonical_json(value)
+        return
+    assert canonical_json(value) == expected
+    assert loads_canonical(expected) == value
+
+
+def test_keys_beyond_the_bmp_sort_by_utf16_code_units() -> None:
+    # U+1F600 sorts before U+FF61 in UTF-16 (its high surrogate is 0xD83D), after it by code
+    # point: the one case where Python's sort differs from JCS.
+    value = {"\U0001f600": 1, "\uff61": 2}
+    assert canonical_json(value) == rfc8785.dumps(value)
+    assert canonical_json(value).index("\U0001f600".encode()) < canonical_json(value).index(
+        "\uff61".encode()
+    )
+
+
+@pytest.mark.parametrize("value", [1.5, 2**53, -(2**53), {"x": [0.0]}, {1: "a"}, object()])
+def test_values_no_signed_payload_may_hold_are_refused(value) -> None:
+    with pytest.raises(ValueError):
+        canonical_json(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"b":1,"a":2}', b'{"a": 1}', b'{"a":1.0}', b'{"a":1,"a":1}', b'{"a":"\\u0041"}', b"\xff"],
+)
+def test_non_canonical_bytes_refused(data) -> None:
+    with pytest.raises(VerificationError):
+        loads_canonical(data)
