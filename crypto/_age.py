@@ -31,8 +31,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import mmap
 import queue
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,8 +48,7 @@ from ._primitives import (
     hmac_equal,
     hmac_sha256,
     random_bytes,
-    x25519_public,
-    x25519_shared,
+    x25519_public_and_shared,
 )
 
 __all__ = [
@@ -133,9 +134,12 @@ def _random(rng: RandomSource, size: int) -> bytes:
 # --- Header ---------------------------------------------------------------------------
 
 
+_ARGUMENT = re.compile(r"[\x21-\x7e]+")
+
+
 def _is_argument(text: str) -> bool:
     """An argument is one or more VCHAR (0x21-0x7E), per the header ABNF."""
-    return bool(text) and all(0x21 <= ord(c) <= 0x7E for c in text)
+    return _ARGUMENT.fullmatch(text) is not None
 
 
 def _b64encode(data: bytes) -> bytes:
@@ -213,10 +217,9 @@ def _x25519_stanza(file_key: bytes, recipient: bytes, rng: RandomSource) -> Stan
     """Wrap the file key for one X25519 recipient (spec "X25519 recipient stanza")."""
     # 1. A new ephemeral secret, read(CSPRNG, 32), for each stanza and each file.
     ephemeral = _random(rng, X25519_KEY_SIZE)
-    share = x25519_public(ephemeral)
     # 2. shared secret = X25519(ephemeral secret, recipient); all-zero is refused.
     try:
-        shared = x25519_shared(ephemeral, recipient)
+        share, shared = x25519_public_and_shared(ephemeral, recipient)
     except PrimitiveError as e:
         raise ValueError("the recipient key is not a usable X25519 public key") from e
     # 3. wrap key = HKDF-SHA-256(shared secret, salt = share || recipient, info).
@@ -350,12 +353,11 @@ def unwrap_file_key(header: Header, identity: bytes) -> bytes:
     # 2. Stanzas of other types are ignored; every X25519 stanza must be well formed,
     #    whichever identity reads the file, so all readers refuse the same headers.
     ours = [(s, _x25519_share(s)) for s in header.stanzas if s.type == _X25519_TYPE]
-    public = x25519_public(identity)
     file_key = None
     for stanza, share in ours:
         # 3. shared secret = X25519(identity, share); all-zero MUST abort (low-order share).
         try:
-            shared = x25519_shared(identity, share)
+            public, shared = x25519_public_and_shared(identity, share)
         except PrimitiveError as e:
             raise AgeError("header", "X25519 share is a low-order point") from e
         wrap_key = hkdf_sha256(shared, share + public, _X25519_INFO)
@@ -583,6 +585,46 @@ def encrypt_payload(
         raise
     pipe.finish()
     return PayloadInfo(digest.digest(), size, size - NONCE_SIZE - counter * TAG_SIZE)
+
+
+def encrypt_payload_bytes(
+    data: bytes, file_key: bytes, *, rng: RandomSource = random_bytes
+) -> tuple[bytes, PayloadInfo]:
+    """`encrypt_payload` for a small payload held in memory (a message body): the same
+    bytes on the wire, without the streaming pipeline's buffers and threads."""
+    nonce = _random(rng, NONCE_SIZE)
+    aead = _payload_aead(file_key, nonce)
+    chunks = [nonce]
+    starts = range(0, len(data), CHUNK_SIZE) if data else range(1)
+    for counter, start in enumerate(starts):
+        last = start + CHUNK_SIZE >= len(data)
+        chunks.append(
+            aead.encrypt(_chunk_nonce(counter, last), data[start : start + CHUNK_SIZE], None)
+        )
+    payload = b"".join(chunks)
+    return payload, PayloadInfo(hashlib.sha256(payload).digest(), len(payload), len(data))
+
+
+def decrypt_payload_bytes(
+    payload: bytes, file_key: bytes, *, expected_sha256: bytes | None = None
+) -> bytes:
+    """`decrypt_payload` for a payload held in memory. The digest is checked before any
+    decryption, and nothing is returned unless the whole payload opened."""
+    if expected_sha256 is not None and not hmac_equal(
+        hashlib.sha256(payload).digest(), expected_sha256
+    ):
+        raise AgeError("payload", "payload does not match its expected digest")
+    body = payload[NONCE_SIZE:]
+    if len(payload) < NONCE_SIZE or len(body) < TAG_SIZE or len(body) > ENCRYPTED_CHUNK_SIZE:
+        # Not a single chunk: the streaming path handles every other shape and its errors.
+        out = io.BytesIO()
+        decrypt_payload(io.BytesIO(payload), out, file_key)
+        return out.getvalue()
+    aead = _payload_aead(file_key, payload[:NONCE_SIZE])
+    try:
+        return aead.decrypt(_chunk_nonce(0, True), body, None)
+    except InvalidTag:
+        raise AgeError("payload", "chunk failed to authenticate") from None
 
 
 def decrypt_payload(

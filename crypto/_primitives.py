@@ -46,6 +46,7 @@ __all__ = [
     "random_bytes",
     "x25519_generate",
     "x25519_public",
+    "x25519_public_and_shared",
     "x25519_shared",
     "xchacha20poly1305_decrypt",
     "xchacha20poly1305_encrypt",
@@ -127,6 +128,24 @@ def x25519_public(private: bytes) -> bytes:
 
     key = _x25519.X25519PrivateKey.from_private_bytes(private)
     return key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
+
+
+def x25519_public_and_shared(private: bytes, peer_public: bytes) -> tuple[bytes, bytes]:
+    """Our public key and the shared secret, loading the private key once (each load costs
+    a scalar multiplication)."""
+    if len(private) != X25519_SIZE or len(peer_public) != X25519_SIZE:
+        raise PrimitiveError("X25519 keys must be 32 bytes")
+    from cryptography.hazmat.primitives import serialization as _ser
+
+    key = _x25519.X25519PrivateKey.from_private_bytes(private)
+    public = key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
+    try:
+        shared = key.exchange(_x25519.X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as e:
+        raise PrimitiveError("X25519 produced the all-zero secret") from e
+    if _hmac.compare_digest(shared, bytes(X25519_SIZE)):
+        raise PrimitiveError("X25519 produced the all-zero secret")
+    return public, shared
 
 
 def x25519_shared(private: bytes, peer_public: bytes) -> bytes:

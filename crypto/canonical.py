@@ -46,26 +46,33 @@ def dumps(obj: Any) -> bytes:
 def _fast_path_ok(obj: Any) -> bool:
     """True when `obj` holds only values whose stdlib JSON form is their JCS form; raises
     for values no signed payload may hold (floats, integers outside the safe range)."""
-    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
-        return True
-    if isinstance(obj, int):
-        if not -_MAX_SAFE_INTEGER <= obj <= _MAX_SAFE_INTEGER:
-            raise ValueError(f"integer {obj} is outside the interoperable range of JSON")
-        return True
-    if isinstance(obj, float):
-        raise ValueError("floats are not allowed in signed payloads")
-    if isinstance(obj, dict):
-        ok = True
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise ValueError("object keys must be strings")
-            if not k.isascii() and any(ord(c) > 0xFFFF for c in k):
-                ok = False
-            ok = _fast_path_ok(v) and ok
-        return ok
-    if isinstance(obj, list | tuple):
-        return all([_fast_path_ok(v) for v in obj])
-    raise ValueError(f"cannot serialise {type(obj).__name__} in a signed payload")
+    ok = True
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str or value is None or kind is bool:
+            continue
+        if kind is int:
+            if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+                raise ValueError(f"integer {value} is outside the interoperable range of JSON")
+        elif kind is dict:
+            for key in value:
+                if type(key) is not str:
+                    raise ValueError("object keys must be strings")
+                if not key.isascii() and max(key) > "\uffff":
+                    ok = False
+            stack.extend(value.values())
+        elif kind is list or kind is tuple:
+            stack.extend(value)
+        elif isinstance(value, float):
+            raise ValueError("floats are not allowed in signed payloads")
+        elif isinstance(value, str | int):
+            # Subclasses (a StrEnum, an IntEnum) are checked as their base type.
+            stack.append(str(value) if isinstance(value, str) else int(value))
+        else:
+            raise ValueError(f"cannot serialise {kind.__name__} in a signed payload")
+    return ok
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -120,7 +120,10 @@ class Envelope:
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse an envelope; it must be canonical JSON. Raises `VerificationError`."""
-        return cls.from_dict(loads_canonical(data))
+        envelope = cls.from_dict(loads_canonical(data))
+        # The bytes were proven canonical: they are the envelope's one byte form.
+        envelope.__dict__["_canonical"] = bytes(data)
+        return envelope
 
     @cached_property
     def sha256(self) -> str:
@@ -168,6 +171,11 @@ def sign_envelope(
         loads_canonical(body)  # a pre-serialised payload must already be canonical
     else:
         body = dumps(dict(payload))
+    return _sign_canonical(payload_type, body, signers)
+
+
+def _sign_canonical(payload_type: str, body: bytes, signers: Iterable[Signer]) -> Envelope:
+    """Sign bytes this package serialised itself (so known to be canonical)."""
     signatures = tuple(_sign_one(s, payload_type, body) for s in signers)
     return Envelope(payload_type, body, signatures)
 

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, BinaryIO, cast
 
 from . import _age, _primitives
@@ -43,7 +44,7 @@ from ._wire import (
     require_keys,
 )
 from .canonical import dumps
-from .envelope import Envelope, VerifiedEnvelope, sign_envelope, verify_envelope
+from .envelope import Envelope, VerifiedEnvelope, _sign_canonical, verify_envelope
 from .errors import VerificationError
 from .keys import DecryptionKey, RecipientKey, Signer, VerifyKey
 
@@ -212,13 +213,13 @@ class SealedMessage:
     header: bytes
     body: bytes
 
-    @property
+    @cached_property
     def payload(self) -> bytes:
         """The statement exactly as it is signed (canonical JSON)."""
         return dumps(self.statement.to_payload())
 
     def sign(self, signers: Iterable[Signer]) -> Envelope:
-        return sign_envelope(STATEMENT_TYPE, self.payload, signers)
+        return _sign_canonical(STATEMENT_TYPE, self.payload, signers)
 
 
 def seal_message(
@@ -261,8 +262,7 @@ def seal_message(
         if isinstance(reader, _HashingReader):
             opened.append(OpenedPart(a.plaintext_size, reader.hexdigest()))
     plaintext = body(opened) if callable(body) else body
-    out = io.BytesIO()
-    info = _age.encrypt_payload(io.BytesIO(plaintext), out, file_key, rng=random)
+    body_payload, info = _age.encrypt_payload_bytes(plaintext, file_key, rng=random)
     statement = Statement(
         message_id=draft.message_id,
         sender=draft.sender,
@@ -280,7 +280,7 @@ def seal_message(
     )
     # Parsing our own payload proves the draft's fields are valid before anyone signs it.
     Statement.from_payload(statement.to_payload())
-    return SealedMessage(statement, header, out.getvalue())
+    return SealedMessage(statement, header, body_payload)
 
 
 @dataclass(frozen=True)
@@ -394,9 +394,15 @@ class MessageOpener:
         self._file_key = file_key
 
     def open_body(self, payload: bytes) -> bytes:
-        out = io.BytesIO()
-        self._decrypt(self._statement.body, io.BytesIO(payload), out)
-        return out.getvalue()
+        part = self._statement.body
+        if len(payload) != part.size:
+            raise VerificationError("the body does not match its signed size")
+        try:
+            return _age.decrypt_payload_bytes(
+                payload, self._file_key, expected_sha256=bytes.fromhex(part.sha256)
+            )
+        except _age.AgeError as e:
+            raise VerificationError(f"the body failed to open ({e.kind})") from e
 
     def open_attachment(
         self, index: int, src: BinaryIO, dst: BinaryIO, *, plaintext_digest: bool = True
