@@ -1,0 +1,279 @@
+"""The delivery worker: a transactional outbox drained to peers (DESIGN guarantee 6).
+
+Sending is "persist, then deliver": the local API commits a message and its outbox row in
+one transaction; this worker leases due rows, streams them to the peer in batches, and
+settles each row from the peer's answer:
+- accepted, with a receipt that verifies under the peer's seal and binds the statement we
+  signed: the receipt is stored and the row completed (delivered);
+- refused: the message is marked failed at once (the peer's refusal is final);
+- anything else (network error, peer down, no answer for the message): retried with
+  exponential backoff and jitter until `max_attempts`, then marked failed.
+A lease that expires (a worker killed mid-delivery) makes the row due again, and the peer
+answers a redelivery with its original receipt, so nothing is lost and nothing doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from crypto import Envelope, VerificationError, verify_receipt
+from crypto.tls import client_context
+from storage import (
+    LeaseLost,
+    OutboxEntry,
+    StorageError,
+    add_receipt,
+    complete,
+    fail,
+    get_message,
+    get_parts,
+    lease_due,
+    retry_later,
+)
+
+from ._runtime import Node, PeerKeys, PeerUnknown
+from ._stream import END, MAGIC, frame_lengths
+
+__all__ = ["DeliveryWorker", "PeerTransport"]
+
+log = logging.getLogger("accord.delivery")
+READ_CHUNK = 256 * 1024
+
+
+class PeerTransport:
+    """HTTPS with mutual TLS to peers: one client per peer, trusting only its pinned cert."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._clients: dict[str, tuple[str, httpx.AsyncClient]] = {}
+
+    def client(self, peer: PeerKeys) -> httpx.AsyncClient:
+        cached = self._clients.get(peer.party)
+        if cached and cached[0] == peer.tls_cert_sha256:
+            return cached[1]
+        context = client_context(self._node.tls, peer.tls_certificate_pem.encode("ascii"))
+        timeout = httpx.Timeout(120.0, connect=self._node.config.delivery.connect_timeout)
+        client = httpx.AsyncClient(verify=context, timeout=timeout, base_url=peer.endpoint)
+        self._clients[peer.party] = (peer.tls_cert_sha256, client)
+        if cached:
+            asyncio.get_running_loop().create_task(cached[1].aclose())
+        return client
+
+    async def deliver(self, peer: PeerKeys, body: AsyncIterator[bytes]) -> dict[str, Any]:
+        response = await self.client(peer).post(
+            "/peer/v1/messages",
+            content=body,
+            headers={"content-type": "application/vnd.accord.delivery-stream"},
+        )
+        response.raise_for_status()
+        data = response.json()
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise ValueError("peer answered without results")
+        return data
+
+    async def aclose(self) -> None:
+        for _, client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    lease: OutboxEntry
+    envelope: bytes
+    header: bytes
+    statement_sha256: str
+    parts: tuple[tuple[str, int], ...]
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        node: Node,
+        transport: PeerTransport,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._node = node
+        self._transport = transport
+        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._wake = asyncio.Event()
+        node.attach_wake(self._wake)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self._node.config.delivery
+        while not stop.is_set():
+            try:
+                delivered = await self.run_once()
+            except Exception:
+                log.exception("delivery round failed")
+                delivered = 0
+            if delivered:
+                continue
+            self._wake.clear()
+            waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+            _done, pending = await asyncio.wait(
+                waiters, timeout=cfg.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+
+    async def run_once(self) -> int:
+        """Lease what is due and deliver it, a batch per peer; return how many were leased."""
+        cfg = self._node.config.delivery
+        leases = await asyncio.to_thread(self._lease, cfg.batch_size * 4, cfg.lease_seconds)
+        if not leases:
+            return 0
+        by_peer: dict[str, list[OutboxEntry]] = {}
+        for lease in leases:
+            by_peer.setdefault(lease.peer, []).append(lease)
+        batches = []
+        for peer, rows in by_peer.items():
+            for i in range(0, len(rows), cfg.batch_size):
+                batches.append(self._deliver(peer, rows[i : i + cfg.batch_size]))
+        await asyncio.gather(*batches)
+        return len(leases)
+
+    def _lease(self, limit: int, seconds: float) -> list[OutboxEntry]:
+        with self._node.db.session() as session:
+            return lease_due(session, self._owner, self._node.clock(), limit, seconds)
+
+    def _load(self, leases: Sequence[OutboxEntry]) -> list[_Outgoing]:
+        out = []
+        with self._node.db.session(readonly=True) as session:
+            for lease in leases:
+                message = get_message(session, lease.message_id)
+                parts = get_parts(session, lease.message_id)
+                envelope = Envelope.from_bytes(message.envelope)
+                out.append(
+                    _Outgoing(
+                        lease=lease,
+                        envelope=message.envelope,
+                        header=message.header or b"",
+                        statement_sha256=envelope.payload_sha256,
+                        parts=tuple((p.blob_sha256, p.size) for p in parts),
+                    )
+                )
+        return out
+
+    async def _body(self, items: Sequence[_Outgoing]) -> AsyncIterator[bytes]:
+        yield MAGIC
+        for item in items:
+            yield frame_lengths(item.envelope, item.header)
+            for digest, size in item.parts:
+                with self._node.blobs.open(digest) as f:
+                    if size <= READ_CHUNK:
+                        yield f.read()
+                        continue
+                    while chunk := await asyncio.to_thread(f.read, READ_CHUNK):
+                        yield chunk
+        yield END
+
+    async def _deliver(self, peer_party: str, leases: list[OutboxEntry]) -> None:
+        try:
+            peer = self._node.peer_keys(peer_party)
+            items = await asyncio.to_thread(self._load, leases)
+        except (PeerUnknown, StorageError, VerificationError) as e:
+            await asyncio.to_thread(self._settle_all, leases, f"cannot prepare delivery: {e}")
+            return
+        try:
+            answer = await self._transport.deliver(peer, self._body(items))
+        except (httpx.HTTPError, ValueError, json.JSONDecodeError) as e:
+            log.info("delivery of %d message(s) to %s failed: %s", len(items), peer_party, e)
+            await asyncio.to_thread(self._settle_all, leases, _describe(e))
+            return
+        await asyncio.to_thread(self._settle, peer, items, answer["results"])
+
+    def _backoff(self, attempts: int) -> timedelta:
+        cfg = self._node.config.delivery
+        delay = min(cfg.max_delay, cfg.base_delay * 2 ** max(0, attempts - 1))
+        return timedelta(seconds=delay * self._rng.uniform(0.5, 1.5))
+
+    def _retry_or_fail(self, session: Any, lease: OutboxEntry, error: str) -> None:
+        now = self._node.clock()
+        if lease.attempts >= self._node.config.delivery.max_attempts:
+            fail(session, lease, error=f"gave up after {lease.attempts} attempts: {error}", now=now)
+        else:
+            retry_later(
+                session,
+                lease,
+                next_attempt_at=now + self._backoff(lease.attempts),
+                error=error,
+                now=now,
+            )
+
+    def _settle_all(self, leases: Sequence[OutboxEntry], error: str) -> None:
+        with self._node.db.session() as session:
+            for lease in leases:
+                try:
+                    self._retry_or_fail(session, lease, error)
+                except LeaseLost:
+                    log.info("lease of %s was taken over; leaving it", lease.message_id)
+
+    def _settle(self, peer: PeerKeys, items: Sequence[_Outgoing], results: list[Any]) -> None:
+        answers = {r.get("message_id"): r for r in results if isinstance(r, dict)}
+        now = self._node.clock()
+        with self._node.db.session() as session:
+            for item in items:
+                lease = item.lease
+                answer = answers.get(lease.message_id)
+                try:
+                    if answer is None or answer.get("verdict") == "retry":
+                        self._retry_or_fail(session, lease, "the peer did not answer for it")
+                    elif answer.get("verdict") == "refused":
+                        fail(session, lease, error="refused by the peer", now=now)
+                    elif answer.get("verdict") == "accepted":
+                        receipt = self._check_receipt(peer, item, answer.get("receipt"))
+                        if receipt is None:
+                            self._retry_or_fail(
+                                session, lease, "the peer's receipt does not verify"
+                            )
+                            continue
+                        add_receipt(
+                            session, lease.message_id, envelope=receipt, verdict="accepted", now=now
+                        )
+                        complete(session, lease, now=now)
+                    else:
+                        self._retry_or_fail(session, lease, "unintelligible answer")
+                except LeaseLost:
+                    log.info("lease of %s was taken over; leaving it", lease.message_id)
+
+    def _check_receipt(self, peer: PeerKeys, item: _Outgoing, document: Any) -> bytes | None:
+        try:
+            envelope = Envelope.from_dict(document)
+            verify_receipt(
+                envelope,
+                peer.seals,
+                receiver=peer.party,
+                message_id=item.lease.message_id,
+                statement_sha256=item.statement_sha256,
+            )
+        except VerificationError as e:
+            log.warning(
+                "receipt for %s from %s refused: %s", item.lease.message_id, peer.party, e.reason
+            )
+            return None
+        return envelope.to_bytes()
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, httpx.HTTPStatusError):
+        return f"peer answered HTTP {error.response.status_code}"
+    if isinstance(error, httpx.ConnectError):
+        return "peer unreachable"
+    if isinstance(error, httpx.TimeoutException):
+        return "peer timed out"
+    return f"{type(error).__name__}: {error}"

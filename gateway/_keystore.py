@@ -1,0 +1,220 @@
+"""The node's private keys at rest: where they live in a home and how they are opened.
+
+Invariants:
+- Every private key of a node is a file in its home, encrypted under a passphrase
+  (Argon2id; see `crypto.keys` and `crypto.tls`). This module never sees key bytes: it
+  hands files and passphrases to `crypto/` and gets opaque key objects back.
+- The node's three keys (seal, encryption, TLS) share the node passphrase
+  (ACCORD_PASSPHRASE). A signatory's personal key has its own passphrase
+  (ACCORD_SIGNATORY_PASSPHRASE), so the node's operators cannot sign in a person's name.
+- Every failure is one `KeyStoreError` whose message says what was wrong and what to do;
+  a wrong passphrase names the variable that supplies it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from crypto import DecryptionKey, KdfCost, KeyFileError, SigningKey, load_private_key
+from crypto.tls import TlsError, TlsIdentity
+
+from .config import ConfigError, Home
+
+__all__ = [
+    "NODE_PASSPHRASE_VAR",
+    "SIGNATORY_PASSPHRASE_VAR",
+    "KeyStoreError",
+    "NodeKeys",
+    "load_signatory",
+    "passphrase_from_env_or_prompt",
+    "save_signatory",
+]
+
+NODE_PASSPHRASE_VAR = "ACCORD_PASSPHRASE"  # noqa: S105 - the name of a variable
+SIGNATORY_PASSPHRASE_VAR = "ACCORD_SIGNATORY_PASSPHRASE"  # noqa: S105
+
+
+class KeyStoreError(Exception):
+    """A key at rest cannot be created or opened; the message says what to do next."""
+
+
+def passphrase_from_env_or_prompt(
+    var: str = NODE_PASSPHRASE_VAR,
+    prompt: str = "Passphrase for the node's keys",
+    *,
+    confirm: bool = False,
+    environ: Mapping[str, str] | None = None,
+    interactive: bool | None = None,
+) -> bytes:
+    """The passphrase from the environment variable `var`, else from a hidden prompt.
+
+    `confirm` asks twice (use it when the passphrase is about to protect a new key).
+    Without the variable and without a terminal to prompt on, raises `KeyStoreError`.
+    `environ` and `interactive` default to the process's environment and whether stdin is
+    a terminal; tests pass them explicitly.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(var)
+    if value is not None:
+        if not value:
+            raise KeyStoreError(f"{var} is set but empty. Set it to the passphrase, or unset it")
+        return value.encode("utf-8")
+    if interactive is None:
+        interactive = sys.stdin.isatty()
+    if not interactive:
+        raise KeyStoreError(
+            f"no passphrase: {var} is not set and there is no terminal to ask on. "
+            f"Set {var} or run the command on a terminal"
+        )
+    typed: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    if not typed:
+        raise KeyStoreError("an empty passphrase would leave the keys unprotected. Type one")
+    return typed.encode("utf-8")
+
+
+def _wrong_node_passphrase(home: Home) -> KeyStoreError:
+    return KeyStoreError(
+        f"wrong passphrase for the node keys in {home.root}. Give the passphrase chosen at "
+        f"`accord init`, in {NODE_PASSPHRASE_VAR} or at the prompt"
+    )
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise KeyStoreError(
+            f"{what} is missing ({path}). Check --home, or restore the file from a backup"
+        ) from e
+    except OSError as e:
+        raise KeyStoreError(
+            f"cannot read {what} ({path}): {e.strerror}. Check its permissions"
+        ) from e
+
+
+@dataclass(frozen=True, slots=True)
+class NodeKeys:
+    """The node's seal, encryption key and TLS identity, opened from its home."""
+
+    seal: SigningKey
+    encryption: DecryptionKey
+    tls: TlsIdentity
+
+    @classmethod
+    def generate(cls, party: str, *, hosts: Sequence[str], now: datetime) -> NodeKeys:
+        """Fresh keys for a new node; `hosts` go into the TLS certificate's SubjectAltName."""
+        try:
+            tls = TlsIdentity.generate(party, hosts=hosts, now=now)
+        except TlsError as e:
+            raise KeyStoreError(
+                f"cannot make the TLS certificate: {e}. Check --party and --listen"
+            ) from e
+        return cls(SigningKey.generate(), DecryptionKey.generate(), tls)
+
+    def save(self, home: Home, passphrase: bytes, *, cost: KdfCost | None = None) -> None:
+        """Write the three keys into `home`, encrypted under `passphrase`; never overwrites."""
+        if not passphrase:
+            raise KeyStoreError("an empty passphrase would leave the keys unprotected. Give one")
+        for path in (home.seal_key, home.encryption_key):
+            if path.exists():
+                raise KeyStoreError(
+                    f"{path} already exists. Move it away first: a key is not replaced"
+                )
+        home.seal_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.seal.save(home.seal_key, passphrase, cost=cost)
+            self.encryption.save(home.encryption_key, passphrase, cost=cost)
+            self.tls.save(home.tls_dir, passphrase)
+        except (OSError, TlsError, ValueError) as e:
+            raise KeyStoreError(f"cannot write the node keys into {home.root}: {e}") from e
+
+    @classmethod
+    def load(cls, home: Home, passphrase: bytes) -> NodeKeys:
+        """Open the node's keys; a wrong passphrase is one `KeyStoreError` naming
+        ACCORD_PASSPHRASE."""
+        # 1. The seal first: it is the cheapest to open and the one every action needs, so
+        #    a wrong passphrase is reported before the slower TLS key is tried.
+        seal = _open(_read(home.seal_key, "the seal key"), passphrase, home)
+        if not isinstance(seal, SigningKey):
+            raise KeyStoreError(f"{home.seal_key} does not hold an Ed25519 seal key. Restore it")
+        encryption = _open(_read(home.encryption_key, "the encryption key"), passphrase, home)
+        if not isinstance(encryption, DecryptionKey):
+            raise KeyStoreError(
+                f"{home.encryption_key} does not hold an X25519 encryption key. Restore it"
+            )
+        # 2. The TLS identity; its loader checks the key belongs to the certificate.
+        if not (home.tls_dir / "tls.key").exists():
+            raise KeyStoreError(
+                f"the TLS key is missing ({home.tls_dir}). "
+                "Check --home, or restore it from a backup"
+            )
+        try:
+            tls = TlsIdentity.load(home.tls_dir, passphrase)
+        except TlsError as e:
+            if "wrong passphrase" in str(e):
+                raise _wrong_node_passphrase(home) from e
+            raise KeyStoreError(f"cannot open the TLS identity: {e}") from e
+        return cls(seal, encryption, tls)
+
+
+def _open(data: bytes, passphrase: bytes, home: Home) -> SigningKey | DecryptionKey:
+    try:
+        return load_private_key(data, passphrase)
+    except KeyFileError as e:
+        if "wrong passphrase" in str(e):
+            raise _wrong_node_passphrase(home) from e
+        raise KeyStoreError(f"a node key file in {home.root} is damaged ({e}). Restore it") from e
+
+
+def _signatory_path(home: Home, user: str) -> Path:
+    try:
+        return home.signatory_key(user)
+    except ConfigError as e:
+        raise KeyStoreError(f"{e}. Use a name without '/' that does not start with '.'") from e
+
+
+def save_signatory(
+    home: Home, user: str, key: SigningKey, passphrase: bytes, *, cost: KdfCost | None = None
+) -> Path:
+    """Write a signatory's personal key under their own passphrase; never overwrites."""
+    if not passphrase:
+        raise KeyStoreError(
+            f"an empty passphrase would leave {user}'s key unprotected. "
+            f"Set {SIGNATORY_PASSPHRASE_VAR} or type one"
+        )
+    path = _signatory_path(home, user)
+    if path.exists():
+        raise KeyStoreError(
+            f"{path} already exists. Move it away first: a signatory's key is not replaced"
+        )
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key.save(path, passphrase, cost=cost)
+    except (OSError, ValueError) as e:
+        raise KeyStoreError(f"cannot write {user}'s key to {path}: {e}") from e
+    return path
+
+
+def load_signatory(home: Home, user: str, passphrase: bytes) -> SigningKey:
+    """Open `user`'s personal signing key with their own passphrase."""
+    path = _signatory_path(home, user)
+    data = _read(path, f"{user}'s signing key")
+    try:
+        key = load_private_key(data, passphrase)
+    except KeyFileError as e:
+        if "wrong passphrase" in str(e):
+            raise KeyStoreError(
+                f"wrong passphrase for {user}'s signing key. Give {user}'s own passphrase "
+                f"(not the node's), in {SIGNATORY_PASSPHRASE_VAR} or at the prompt"
+            ) from e
+        raise KeyStoreError(f"{path} is damaged ({e}). Restore it from a backup") from e
+    if not isinstance(key, SigningKey):
+        raise KeyStoreError(f"{path} does not hold an Ed25519 signing key. Restore it")
+    return key

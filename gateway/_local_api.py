@@ -1,0 +1,479 @@
+"""The local API: the Party's own users send, list and read messages here.
+
+Users authenticate with API tokens (only their SHA-256 is stored) and act under roles:
+operators and signatories send and read within their clearance; a signatory also signs
+requests (art. 4.4); admins manage the node; auditors see metadata and timelines, never
+content. Errors to local users are specific and say what to do next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from crypto import (
+    Envelope,
+    KeyFileError,
+    MessageDraft,
+    MessageOpener,
+    OpenedPart,
+    SealedMessage,
+    VerificationError,
+    VerifyKey,
+    canonical_json,
+    new_message_id,
+    seal_message,
+    verify_envelope,
+)
+from crypto.canonical import loads_canonical
+from crypto.sealed import STATEMENT_TYPE, Statement, VerifiedMessage
+from policy import DEFAULT_SCHEME, MarkingError
+from storage import (
+    Direction,
+    KeyKind,
+    Message,
+    NewMessage,
+    NotFound,
+    PartRef,
+    Role,
+    StorageError,
+    User,
+    find_user_by_token_hash,
+    get_message,
+    get_parts,
+    insert_draft,
+    insert_outgoing,
+    list_events,
+    list_keys,
+    list_messages,
+    queue_draft,
+)
+
+from ._keystore import KeyStoreError, load_signatory
+from ._runtime import Node, PeerUnknown
+from ._upload import QueueReader, UploadError, UploadTooLarge, parse_upload
+
+__all__ = ["local_router"]
+
+log = logging.getLogger("accord.local")
+MESSAGE_TYPES = ("request", "reply", "notice")
+SENDERS = (Role.OPERATOR, Role.SIGNATORY)
+READERS = (Role.OPERATOR, Role.SIGNATORY)
+
+
+def _problem(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+class SignBody(BaseModel):
+    passphrase: str
+
+
+def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
+    """The user whose API token the request carries (only its SHA-256 is stored)."""
+    node: Node = request.app.state.node
+    if not authorization or not authorization.startswith("Bearer "):
+        raise _problem(401, "missing API token: pass --token or set ACCORD_TOKEN")
+    token = authorization.removeprefix("Bearer ").strip()
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    with node.db.session(readonly=True) as session:
+        user = find_user_by_token_hash(session, digest)
+    if user is None:
+        raise _problem(401, "unknown or disabled API token: ask the node's admin for one")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def local_router(node: Node) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get("/health")
+    def health() -> dict[str, Any]:
+        return {"party": node.party, "status": "ok", "time": node.clock().isoformat()}
+
+    @router.get("/whoami")
+    def whoami(user: CurrentUser) -> dict[str, Any]:
+        return {
+            "user": user.name,
+            "role": user.role.value,
+            "clearance": user.clearance,
+            "party": node.party,
+        }
+
+    @router.post("/messages", status_code=201)
+    async def send(request: Request, user: CurrentUser) -> dict[str, Any]:
+        """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
+        if user.role not in SENDERS:
+            raise _problem(403, f"a user with role {user.role.value} cannot send messages")
+        loop_started: list[_Sending] = []
+
+        def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
+            sending = _Sending(node, user, meta, readers)  # raises on bad meta
+            loop_started.append(sending)
+            future: Future[Any] = Future()
+            threading.Thread(target=sending.run, args=(future,), daemon=True).start()
+            return future
+
+        try:
+            result = await parse_upload(
+                request.headers.get("content-type", ""),
+                request.stream(),
+                max_bytes=node.config.max_upload_bytes,
+                start=start,
+            )
+        except UploadTooLarge as e:
+            raise _problem(413, str(e)) from e
+        except (UploadError, _SendRefused) as e:
+            raise _problem(422 if isinstance(e, _SendRefused) else 400, str(e)) from e
+        node.wake_worker()
+        return dict(result)
+
+    @router.post("/messages/{message_id}/sign")
+    def sign(message_id: str, body: SignBody, user: CurrentUser) -> dict[str, Any]:
+        """A signatory (head or deputy, art. 4.4) signs a drafted request; it is queued."""
+        if user.role is not Role.SIGNATORY:
+            raise _problem(403, "only a signatory (head or deputy) signs requests (art. 4.4)")
+        with node.db.session(readonly=True) as session:
+            row = _get(session, message_id)
+            if row.direction is not Direction.OUT or row.status.value != "draft":
+                raise _problem(409, f"message {message_id} is not a draft awaiting signature")
+            envelope = Envelope.from_bytes(row.envelope)
+        try:
+            signatory = load_signatory(node.home, user.name, body.passphrase.encode("utf-8"))
+        except (KeyStoreError, KeyFileError, OSError) as e:
+            raise _problem(403, f"cannot use your signing key: {e}") from e
+        signed = envelope.add_signatures([signatory])
+        now = node.clock()
+        try:
+            with node.db.session() as session:
+                queue_draft(
+                    session,
+                    message_id,
+                    envelope=signed.to_bytes(),
+                    now=now,
+                    detail={"by": user.name, "key_id": signatory.key_id},
+                )
+        except StorageError as e:
+            raise _problem(409, str(e)) from e
+        node.wake_worker()
+        return {"message_id": message_id, "status": "queued"}
+
+    @router.get("/messages")
+    def listing(
+        user: CurrentUser,
+        box: Annotated[str, Query(pattern="^(inbox|outbox)$")] = "inbox",
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[dict[str, Any]]:
+        direction = Direction.IN if box == "inbox" else Direction.OUT
+        with node.db.session(readonly=True) as session:
+            rows = list_messages(session, direction, limit=limit, offset=offset)
+        return [_summary(r) for r in rows]
+
+    @router.get("/messages/{message_id}/status")
+    def status(message_id: str, user: CurrentUser) -> dict[str, Any]:
+        with node.db.session(readonly=True) as session:
+            row = _get(session, message_id)
+            events = list_events(session, message_id)
+        return {
+            "message_id": message_id,
+            "status": row.status.value,
+            "direction": row.direction.value,
+            "events": [
+                {"at": e.at.isoformat(), "event": e.event, "detail": e.detail} for e in events
+            ],
+        }
+
+    @router.get("/messages/{message_id}")
+    def read(message_id: str, user: CurrentUser) -> dict[str, Any]:
+        row, opener, _statement = _opener_for(node, user, message_id)
+        with node.db.session(readonly=True) as session:
+            parts = get_parts(session, message_id)
+        with node.blobs.open(parts[0].blob_sha256) as f:
+            payload = f.read()
+        try:
+            body = loads_canonical(opener.open_body(payload))
+        except VerificationError as e:
+            log.error("stored message %s failed to open: %s", message_id, e.reason)
+            raise _problem(500, "the stored message does not open: report this to the admin") from e
+        return {
+            "message_id": message_id,
+            "from": row.sender,
+            "to": row.recipient,
+            "type": row.type,
+            "marking": row.marking,
+            "purpose": row.purpose,
+            "created": row.created.isoformat(),
+            "in_reply_to": row.in_reply_to,
+            "body": body.get("text", ""),
+            "fields": body.get("fields", {}),
+            "attachments": body.get("attachments", []),
+            "status": row.status.value,
+        }
+
+    @router.get("/messages/{message_id}/attachments/{index}")
+    async def attachment(message_id: str, index: int, user: CurrentUser) -> StreamingResponse:
+        _row, opener, statement = _opener_for(node, user, message_id)
+        if not 0 <= index < len(statement.attachments):
+            raise _problem(404, f"message {message_id} has no attachment {index}")
+        digest = statement.attachments[index].sha256
+        return StreamingResponse(
+            _decrypt_stream(node, opener, index, digest), media_type="application/octet-stream"
+        )
+
+    return router
+
+
+class _SendRefused(Exception):
+    pass
+
+
+class _Sending:
+    """One send request: checks the meta, then (in its own thread) seals into the store."""
+
+    def __init__(
+        self, node: Node, user: User, meta: dict[str, Any], readers: list[QueueReader]
+    ) -> None:
+        self.node, self.user, self.readers = node, user, readers
+        to = meta.get("to")
+        kind = meta.get("type", "request")
+        purpose = meta.get("purpose")
+        if not isinstance(to, str) or not to:
+            raise _SendRefused("name the recipient Party with --to")
+        if kind not in MESSAGE_TYPES:
+            raise _SendRefused(f"unknown message type {kind!r}: use {', '.join(MESSAGE_TYPES)}")
+        if not isinstance(purpose, str) or not purpose.strip():
+            raise _SendRefused("state the purpose with --purpose (art. 7.2 binds its use to it)")
+        try:
+            self.marking = DEFAULT_SCHEME.parse(meta.get("marking") or {})
+            if not DEFAULT_SCHEME.may_read(user.clearance, self.marking):
+                raise _SendRefused(
+                    f"your clearance {user.clearance} is below the marking {self.marking.level}"
+                )
+        except MarkingError as e:
+            raise _SendRefused(str(e)) from e
+        try:
+            self.peer = node.peer_keys(to)
+        except PeerUnknown as e:
+            raise _SendRefused(
+                f"{to!r} is not an active peer of this node: see `accord peer add`"
+            ) from e
+        names = meta.get("attachments") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise _SendRefused("attachments must be a list of file names")
+        self.names: list[str] = names
+        self.text = meta.get("body", "")
+        self.fields = meta.get("fields") or {}
+        if not isinstance(self.text, str) or not isinstance(self.fields, dict):
+            raise _SendRefused("body must be text and fields an object")
+        self.kind, self.to, self.purpose = kind, to, purpose
+        self.in_reply_to = meta.get("in_reply_to")
+        self.extensions = {"urgent_oral": True} if meta.get("urgent_oral") else {}
+        self.signatory = None
+        if kind == "request" and user.role is Role.SIGNATORY:
+            passphrase = meta.get("signatory_passphrase")
+            if not isinstance(passphrase, str):
+                raise _SendRefused(
+                    "signing a request needs your passphrase (ACCORD_SIGNATORY_PASSPHRASE)"
+                )
+            try:
+                self.signatory = load_signatory(node.home, user.name, passphrase.encode("utf-8"))
+            except (KeyStoreError, KeyFileError, OSError) as e:
+                raise _SendRefused(f"cannot use your signing key: {e}") from e
+        if self.in_reply_to is not None:
+            with node.db.session(readonly=True) as session:
+                try:
+                    get_message(session, str(self.in_reply_to))
+                except NotFound as e:
+                    raise _SendRefused(f"no message {self.in_reply_to} to reply to") from e
+
+    def _body(self, opened: Sequence[OpenedPart]) -> bytes:
+        return canonical_json(
+            {
+                "v": 1,
+                "text": self.text,
+                "fields": self.fields,
+                "attachments": [
+                    {"name": n, "size": o.size, "sha256": o.sha256}
+                    for n, o in zip(self.names, opened, strict=True)
+                ],
+            }
+        )
+
+    def run(self, future: Future[Any]) -> None:
+        try:
+            future.set_result(self._seal_and_store())
+        except BaseException as e:
+            future.set_exception(e)
+
+    def _seal_and_store(self) -> dict[str, Any]:
+        node, now = self.node, self.node.clock()
+        draft = MessageDraft(
+            message_id=new_message_id(),
+            sender=node.party,
+            recipient=self.to,
+            created=now,
+            expires=now + timedelta(days=node.config.message_ttl_days),
+            marking=self.marking.to_dict(),
+            purpose=self.purpose,
+            type=self.kind,
+            in_reply_to=self.in_reply_to,
+            extensions=self.extensions,
+        )
+        writers = [node.blobs.writer(hash=False) for _ in self.readers]
+        created: list[str] = []
+        try:
+            sealed = seal_message(
+                draft,
+                body=self._body,
+                attachments=list(zip(self.readers, writers, strict=True)),  # type: ignore[arg-type]
+                recipients=[self.peer.encryption, node.encryption.recipient()],
+            )
+            for writer, part in zip(writers, sealed.statement.attachments, strict=True):
+                created.append(writer.commit(sha256=part.sha256))
+            with node.blobs.writer(hash=False) as w:
+                w.write(sealed.body)
+                created.append(w.commit(sha256=sealed.statement.body.sha256))
+            return self._store(sealed, now)
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            for digest in created:
+                node.blobs.delete(digest)
+            raise
+
+    def _store(self, sealed: SealedMessage, now: Any) -> dict[str, Any]:
+        node = self.node
+        needs_signatory = self.kind == "request"
+        signers = [self.signatory, node.seal] if self.signatory else [node.seal]
+        envelope = sealed.sign([s for s in signers if s is not None])
+        st = sealed.statement
+        message = NewMessage(
+            message_id=st.message_id,
+            sender=st.sender,
+            recipient=st.recipient,
+            type=st.type,
+            marking=dict(st.marking),
+            purpose=st.purpose,
+            created=st.created,
+            expires=st.expires,
+            envelope=envelope.to_bytes(),
+            header=sealed.header,
+            in_reply_to=st.in_reply_to,
+            parts=tuple(PartRef(p.sha256, p.size) for p in st.parts),
+        )
+        draft = needs_signatory and self.signatory is None
+        with node.db.session() as session:
+            if draft:
+                insert_draft(session, message, now=now)
+            else:
+                insert_outgoing(session, message, now=now)
+        return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
+
+
+def _get(session: Any, message_id: str) -> Message:
+    try:
+        return get_message(session, message_id)
+    except NotFound as e:
+        raise _problem(404, f"no message {message_id} on this node") from e
+
+
+def _summary(row: Message) -> dict[str, Any]:
+    return {
+        "message_id": row.message_id,
+        "from": row.sender,
+        "to": row.recipient,
+        "type": row.type,
+        "marking": row.marking,
+        "status": row.status.value,
+        "created": row.created.isoformat(),
+        "in_reply_to": row.in_reply_to,
+    }
+
+
+def _verify_stored(node: Node, row: Message) -> VerifiedMessage:
+    """Re-verify a stored envelope against every key its sender ever had (defence in depth:
+    the store is not trusted blindly)."""
+    owner = row.sender
+    with node.db.session(readonly=True) as session:
+        keys = [
+            k
+            for k in list_keys(session, owner=owner)
+            if k.kind in (KeyKind.SEAL, KeyKind.SIGNATORY)
+        ]
+    trusted = {k.key_id: VerifyKey.from_dict(k.public) for k in keys}
+    envelope = Envelope.from_bytes(row.envelope)
+    evidence = verify_envelope(envelope, trusted, payload_type=STATEMENT_TYPE)
+    return VerifiedMessage(Statement.from_payload(evidence.statement), evidence)
+
+
+def _opener_for(
+    node: Node, user: User, message_id: str
+) -> tuple[Message, MessageOpener, Statement]:
+    if user.role not in READERS:
+        raise _problem(403, f"a user with role {user.role.value} cannot read message content")
+    with node.db.session(readonly=True) as session:
+        row = _get(session, message_id)
+    try:
+        allowed = DEFAULT_SCHEME.may_read(user.clearance, DEFAULT_SCHEME.parse(row.marking))
+    except MarkingError:
+        allowed = False
+    if not allowed:
+        raise _problem(
+            403,
+            f"message {message_id} is marked {row.marking.get('level')}, above your clearance "
+            f"{user.clearance}",
+        )
+    if row.header is None:
+        raise _problem(409, f"message {message_id} has no content on this node")
+    try:
+        verified = _verify_stored(node, row)
+        opener = MessageOpener(verified, row.header, node.encryption)
+    except VerificationError as e:
+        log.error("stored message %s failed verification: %s", message_id, e.reason)
+        raise _problem(500, "the stored message does not verify: report this to the admin") from e
+    return row, opener, verified.statement
+
+
+async def _decrypt_stream(
+    node: Node, opener: MessageOpener, index: int, digest: str
+) -> AsyncIterator[bytes]:
+    """Decrypt one attachment on a thread, handing plaintext chunks to the response."""
+    chunks: queue.Queue[object] = queue.Queue(16)
+    done = object()
+
+    class _Sink:
+        def write(self, data: Any) -> int:
+            chunks.put(bytes(data))
+            return len(data)
+
+    def work() -> None:
+        try:
+            with node.blobs.open(digest) as src:
+                opener.open_attachment(index, src, _Sink(), plaintext_digest=False)  # type: ignore[arg-type]
+            chunks.put(done)
+        except BaseException as e:
+            chunks.put(e)
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item = await asyncio.to_thread(chunks.get)
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            # The response is cut short: the client sees an incomplete download.
+            raise item
+        yield item  # type: ignore[misc]

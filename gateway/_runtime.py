@@ -1,0 +1,133 @@
+"""The running node's context: everything a request handler or the worker needs, injected.
+
+`Node` holds the configuration, database, blob store, the node's own keys, a clock and a
+peer directory. Nothing in `gateway/` reaches for module state: tests build several nodes
+in one process, each with its own `Node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
+from crypto.tls import TlsIdentity
+from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
+from storage import get_peer as _get_peer
+
+from .config import Home, NodeConfig
+
+__all__ = ["Node", "PeerKeys", "utc_now"]
+
+log = logging.getLogger("accord.node")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PeerKeys:
+    """The public keys this node trusts for one peer, read from the peer registry."""
+
+    party: str
+    endpoint: str
+    tls_cert_sha256: str
+    tls_certificate_pem: str
+    seals: dict[str, VerifyKey]
+    signatories: dict[str, VerifyKey]
+    encryption: RecipientKey
+
+    @property
+    def verify_keys(self) -> dict[str, VerifyKey]:
+        return self.seals | self.signatories
+
+
+class PeerUnknown(Exception):
+    """No active peer by that party id."""
+
+
+@dataclass
+class Node:
+    home: Home
+    config: NodeConfig
+    db: Database
+    blobs: BlobStore
+    seal: Signer
+    encryption: DecryptionKey
+    tls: TlsIdentity
+    clock: Callable[[], datetime] = utc_now
+    peer_cache_seconds: float = 5.0
+    _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
+    _wake: asyncio.Event | None = None
+
+    @property
+    def party(self) -> str:
+        return self.config.party
+
+    # -- Peers -----------------------------------------------------------------------
+
+    def peer_keys(self, party: str) -> PeerKeys:
+        """The trusted keys of `party`; cached briefly, since `accord peer add` runs in
+        another process and the registry is the single source of truth."""
+        cached = self._peer_cache.get(party)
+        if cached and time.monotonic() - cached[0] < self.peer_cache_seconds:
+            return cached[1]
+        with self.db.session(readonly=True) as session:
+            try:
+                peer = _get_peer(session, party)
+            except Exception as e:
+                raise PeerUnknown(party) from e
+            if peer.status is not PeerStatus.ACTIVE:
+                raise PeerUnknown(party)
+            keys = list_keys(session, owner=party, status=KeyStatus.ACTIVE)
+            pem = _descriptor_pem(peer)
+        seals = {k.key_id: VerifyKey.from_dict(k.public) for k in keys if k.kind is KeyKind.SEAL}
+        signatories = {
+            k.key_id: VerifyKey.from_dict(k.public) for k in keys if k.kind is KeyKind.SIGNATORY
+        }
+        encryption = [
+            RecipientKey.from_dict(k.public) for k in keys if k.kind is KeyKind.ENCRYPTION
+        ]
+        if not seals or not encryption:
+            raise PeerUnknown(party)
+        result = PeerKeys(
+            party=party,
+            endpoint=peer.endpoint_url,
+            tls_cert_sha256=peer.tls_cert_sha256,
+            tls_certificate_pem=pem,
+            seals=seals,
+            signatories=signatories,
+            encryption=encryption[-1],
+        )
+        self._peer_cache[party] = (time.monotonic(), result)
+        return result
+
+    def forget_peer_cache(self) -> None:
+        self._peer_cache.clear()
+
+    # -- Delivery worker wake-up -----------------------------------------------------
+
+    def wake_worker(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def attach_wake(self, event: asyncio.Event) -> None:
+        self._wake = event
+
+
+def _descriptor_pem(peer: Peer) -> str:
+    """The peer's TLS certificate, from the descriptor it was onboarded with (stored either
+    as the signed envelope or as its payload)."""
+    document = json.loads(peer.descriptor)
+    if isinstance(document, dict) and "payload" in document:
+        document = json.loads(Envelope.from_dict(document).payload)
+    pem = document.get("tls_certificate_pem") if isinstance(document, dict) else None
+    if not isinstance(pem, str):
+        raise PeerUnknown(f"peer {peer.party_id} has no TLS certificate on record")
+    return pem

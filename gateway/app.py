@@ -1,0 +1,60 @@
+"""`create_app(node)`: the node's one FastAPI application, with two faces.
+
+- The peer API (`/peer/v1/...`) answers only on the mutual-TLS listener.
+- The local API (`/api/v1/...`, OpenAPI at `/docs`) answers only on the users' listener.
+Each uvicorn server wraps the app with its face, so a route of one face is never reachable
+through the other's port; a request for the wrong face gets the same 404 as a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ._local_api import local_router
+from ._peer_api import peer_router
+from ._runtime import Node
+
+__all__ = ["FACE_KEY", "create_app", "with_face"]
+
+FACE_KEY = "accord.face"
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]
+]
+
+
+def create_app(node: Node) -> FastAPI:
+    app = FastAPI(
+        title=f"Accord node {node.party}",
+        summary="Secure document exchange gateway: the local API of one Party's node.",
+        version="1",
+    )
+    app.state.node = node
+    app.include_router(local_router(node))
+    app.include_router(peer_router(node))
+
+    @app.middleware("http")
+    async def faces(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        face = request.scope.get(FACE_KEY, "local")
+        path = request.url.path
+        if (path.startswith("/peer/") and face != "peer") or (
+            face == "peer" and not path.startswith("/peer/")
+        ):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return await call_next(request)
+
+    return app
+
+
+def with_face(app: ASGIApp, face: str) -> ASGIApp:
+    async def wrapped(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope)
+            scope[FACE_KEY] = face
+        await app(scope, receive, send)
+
+    return wrapped
