@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Literal
 
+import bech32
+
 from ._primitives import (
     ChaCha20Poly1305,
     InvalidTag,
@@ -765,73 +767,32 @@ def decrypt_file(src: BinaryIO, dst: BinaryIO, identity: bytes) -> PayloadInfo:
 
 # --- Key encoding (Bech32, spec "Conventions" and "The X25519 recipient type") ------------
 
-_BECH32_CHARSET: Final = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_BECH32_GENERATOR: Final = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 _RECIPIENT_HRP: Final = "age"
 _IDENTITY_HRP: Final = "AGE-SECRET-KEY-"
 
 
-def _bech32_polymod(values: Sequence[int]) -> int:
-    check = 1
-    for value in values:
-        top = check >> 25
-        check = (check & 0x1FFFFFF) << 5 ^ value
-        for i, generator in enumerate(_BECH32_GENERATOR):
-            if (top >> i) & 1:
-                check ^= generator
-    return check
-
-
-def _bech32_hrp_expand(hrp: str) -> list[int]:
-    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-
-
 def _bech32_encode(hrp: str, data: bytes) -> str:
-    """BIP 173 Bech32 without its length limit; the checksum covers the lowercase form."""
-    words: list[int] = []
-    acc = bits = 0
-    for byte in data:
-        acc, bits = (acc << 8) | byte, bits + 8
-        while bits >= 5:
-            bits -= 5
-            words.append((acc >> bits) & 31)
-    if bits:
-        words.append((acc << (5 - bits)) & 31)
-    hrp = hrp.lower()
-    polymod = _bech32_polymod([*_bech32_hrp_expand(hrp), *words, 0, 0, 0, 0, 0, 0]) ^ 1
-    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return hrp + "1" + "".join(_BECH32_CHARSET[w] for w in words + checksum)
+    """BIP 173 Bech32 (the `bech32` reference implementation); the checksum covers the
+    lowercase form."""
+    words = bech32.convertbits(data, 8, 5)
+    text = bech32.bech32_encode(hrp.lower(), words) if words is not None else None
+    if text is None:
+        raise ValueError("cannot encode the key as Bech32")
+    return text
 
 
 def _bech32_decode(text: str, hrp: str) -> bytes:
     """Decode Bech32 whose human-readable part is exactly `hrp` (case included)."""
-    # 1. One case only, printable ASCII, a separator and a six-character checksum.
-    if text.lower() != text and text.upper() != text:
-        raise ValueError("Bech32 string mixes upper and lower case")
-    if not text.isascii() or not all(33 <= ord(c) <= 126 for c in text):
-        raise ValueError("Bech32 string has a character outside printable ASCII")
-    separator = text.rfind("1")
-    if separator < 1 or separator + 7 > len(text):
-        raise ValueError("malformed Bech32 string")
-    if text[:separator] != hrp:
+    # 1. The human-readable part is compared as written: age identities are upper case,
+    #    recipients lower case; the library checks the rest (one case, checksum, length).
+    if not text.startswith(hrp + "1"):
         raise ValueError(f"expected a key starting with {hrp}1")
-    lower = text.lower()
-    try:
-        values = [_BECH32_CHARSET.index(c) for c in lower[separator + 1 :]]
-    except ValueError as e:
-        raise ValueError("invalid Bech32 character") from e
-    # 2. The checksum is over the lowercase form.
-    if _bech32_polymod([*_bech32_hrp_expand(lower[:separator]), *values]) != 1:
-        raise ValueError("Bech32 checksum does not match")
-    # 3. 5-bit words to bytes; padding must be under 5 bits and all zero.
-    data = bytearray()
-    acc = bits = 0
-    for word in values[:-6]:
-        acc, bits = (acc << 5) | word, bits + 5
-        if bits >= 8:
-            bits -= 8
-            data.append((acc >> bits) & 0xFF)
-    if bits >= 5 or acc & ((1 << bits) - 1):
+    found, words = bech32.bech32_decode(text)
+    if found is None or words is None or found != hrp.lower():
+        raise ValueError("malformed Bech32 string or checksum mismatch")
+    # 2. 5-bit words to bytes; padding must be under 5 bits and all zero.
+    data = bech32.convertbits(words, 5, 8, False)
+    if data is None:
         raise ValueError("non-canonical Bech32 padding")
     return bytes(data)
 

@@ -137,13 +137,36 @@ def test_vectors_are_present() -> None:
     assert len(VECTOR_FILES) > 100
 
 
-@pytest.mark.parametrize("name", VECTOR_FILES, ids=VECTOR_FILES)
-def test_age_vector(name: str) -> None:
+def _vectors() -> list[Vector]:
+    return [load_vector(n) for n in VECTOR_FILES] if TESTDATA.is_dir() else []
+
+
+_ALL = _vectors()
+# Vectors of features Accord does not implement (armor, scrypt, hybrid post-quantum keys)
+# are left out of the parametrized tests below; the test after this keeps that list honest.
+SUPPORTED = [n for n, v in zip(VECTOR_FILES, _ALL, strict=False) if not skip_reason(v)]
+ROUND_TRIP = [
+    n
+    for n, v in zip(VECTOR_FILES, _ALL, strict=False)
+    if not v.armored and v.expect not in ("header failure", "armor failure")
+]
+
+
+def test_unsupported_vectors_need_only_unimplemented_features() -> None:
     require_vectors()
+    reasons = {skip_reason(v) for v in _ALL} - {None}
+    assert reasons <= {
+        "ASCII armor is not implemented (Accord stores binary age files)",
+        "needs an scrypt passphrase (not implemented)",
+        "needs a hybrid post-quantum identity (not implemented)",
+    }, reasons
+    # The X25519 and payload vectors, the ones that matter here, are all run.
+    assert len(SUPPORTED) >= 60
+
+
+@pytest.mark.parametrize("name", SUPPORTED, ids=SUPPORTED)
+def test_age_vector(name: str) -> None:
     vector = load_vector(name)
-    reason = skip_reason(vector)
-    if reason:
-        pytest.skip(reason)
     outcome = decrypt_vector(vector)
     if vector.expect == "success":
         assert outcome.error is None, outcome.error
@@ -164,12 +187,9 @@ def test_age_vector(name: str) -> None:
         assert outcome.released == b""
 
 
-@pytest.mark.parametrize("name", VECTOR_FILES, ids=VECTOR_FILES)
+@pytest.mark.parametrize("name", ROUND_TRIP, ids=ROUND_TRIP)
 def test_age_vector_header_round_trip(name: str) -> None:
-    require_vectors()
     vector = load_vector(name)
-    if vector.armored or vector.expect in ("header failure", "armor failure"):
-        pytest.skip("only vectors whose header parses round-trip")
     header = _age.parse_header(io.BytesIO(vector.age_file))
     assert header.encode() == header.raw
     assert header.raw.startswith(header.mac_input)
