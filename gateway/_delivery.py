@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +38,7 @@ from storage import (
     get_message,
     get_parts,
     lease_due,
+    release_leases,
     retry_later,
 )
 
@@ -108,13 +108,24 @@ class DeliveryWorker:
     ) -> None:
         self._node = node
         self._transport = transport
-        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        # The owner names this node's worker on this host, stable across restarts, so that
+        # a restarted worker releases the leases its killed predecessor held.
+        self._owner = owner or f"{socket.gethostname()}:{node.home.root}"
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._wake = asyncio.Event()
         node.attach_wake(self._wake)
 
+    def recover(self) -> int:
+        """Release the leases a previous run of this worker held when it was killed."""
+        with self._node.db.session() as session:
+            released = release_leases(session, self._owner)
+        if released:
+            log.info("took back %d delivery lease(s) from an interrupted run", released)
+        return released
+
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self._node.config.delivery
+        await asyncio.to_thread(self.recover)
         while not stop.is_set():
             try:
                 delivered = await self.run_once()

@@ -57,9 +57,11 @@ from storage import (
     list_events,
     list_keys,
     list_messages,
+    list_users,
     queue_draft,
 )
 
+from . import _admin
 from ._keystore import KeyStoreError, load_signatory
 from ._runtime import Node, PeerUnknown
 from ._upload import QueueReader, UploadError, UploadTooLarge, parse_upload
@@ -78,6 +80,13 @@ def _problem(status: int, message: str) -> HTTPException:
 
 class SignBody(BaseModel):
     passphrase: str
+
+
+class NewUserBody(BaseModel):
+    name: str
+    role: str
+    clearance: str = "OFFICIAL"
+    signatory_passphrase: str | None = None
 
 
 def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
@@ -112,6 +121,44 @@ def local_router(node: Node) -> APIRouter:
             "clearance": user.clearance,
             "party": node.party,
         }
+
+    @router.get("/users")
+    def users(user: CurrentUser) -> list[dict[str, Any]]:
+        """The node's local users (admins only); tokens are never shown again."""
+        _require_admin(user)
+        with node.db.session(readonly=True) as session:
+            rows = list_users(session)
+        return [
+            {
+                "user": u.name,
+                "role": u.role.value,
+                "clearance": u.clearance,
+                "created": u.created_at.isoformat(),
+                "disabled": u.disabled,
+            }
+            for u in rows
+        ]
+
+    @router.post("/users", status_code=201)
+    def create_user(body: NewUserBody, user: CurrentUser) -> dict[str, Any]:
+        """Create a local user (admins only); the token is returned once."""
+        _require_admin(user)
+        try:
+            created = _admin.add_user(
+                node.home,
+                body.name,
+                role=body.role,
+                clearance=body.clearance,
+                signatory_passphrase=(
+                    body.signatory_passphrase.encode("utf-8")
+                    if body.signatory_passphrase is not None
+                    else None
+                ),
+                now=node.clock(),
+            )
+        except _admin.AdminError as e:
+            raise _problem(422, str(e)) from e
+        return {"user": created.user, "role": created.role.value, "token": created.token}
 
     @router.post("/messages", status_code=201)
     async def send(request: Request, user: CurrentUser) -> dict[str, Any]:
@@ -382,6 +429,11 @@ class _Sending:
             else:
                 insert_outgoing(session, message, now=now)
         return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
+
+
+def _require_admin(user: User) -> None:
+    if user.role is not Role.ADMIN:
+        raise _problem(403, "only an admin manages users")
 
 
 def _get(session: Any, message_id: str) -> Message:

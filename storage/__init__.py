@@ -34,6 +34,7 @@ from ._directory import (
     get_user,
     list_keys,
     list_peers,
+    list_users,
     retire_key,
     revoke_key,
 )
@@ -83,7 +84,7 @@ from ._models import (
     Role,
     User,
 )
-from ._outbox import complete, fail, lease_due, retry_later
+from ._outbox import complete, fail, lease_due, release_leases, retry_later
 
 __all__ = [
     "BlobStore",
@@ -138,9 +139,11 @@ __all__ = [
     "list_keys",
     "list_messages",
     "list_peers",
+    "list_users",
     "prune_replay",
     "queue_draft",
     "record_incoming",
+    "release_leases",
     "retire_key",
     "retry_later",
     "revoke_key",

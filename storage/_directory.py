@@ -33,6 +33,7 @@ __all__ = [
     "get_user",
     "list_keys",
     "list_peers",
+    "list_users",
     "retire_key",
     "revoke_key",
 ]
@@ -226,3 +227,8 @@ def find_user_by_token_hash(session: Session, token_sha256: str) -> User | None:
     return session.exec(
         select(User).where(User.token_sha256 == token_sha256, col(User.disabled).is_(False))
     ).first()
+
+
+def list_users(session: Session) -> Sequence[User]:
+    """Every local user, by name."""
+    return session.exec(select(User).order_by(col(User.name))).all()

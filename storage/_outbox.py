@@ -95,6 +95,21 @@ def _held(session: Session, lease: OutboxEntry) -> OutboxEntry:
     return row
 
 
+def release_leases(session: Session, owner: str) -> int:
+    """Release every lease held by `owner`: a restarted worker takes back what its previous
+    incarnation (killed mid-delivery) held, instead of waiting for the leases to expire.
+    Returns how many rows were released."""
+    rows = list(
+        session.exec(select(OutboxEntry).where(OutboxEntry.lease_owner == owner).with_for_update())
+    )
+    for row in rows:
+        row.lease_owner = None
+        row.leased_until = None
+        session.add(row)
+    session.flush()
+    return len(rows)
+
+
 def complete(session: Session, lease: OutboxEntry, *, now: datetime) -> None:
     """The peer accepted the delivery: drop the row, mark the message delivered."""
     now = require_aware(now, "now")

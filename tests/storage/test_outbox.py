@@ -198,3 +198,17 @@ def test_postgresql_leaser_skips_rows_locked_by_an_open_lease(postgres_migrated_
             assert time.monotonic() - started < 5
         assert [r.message_id for r in held] == ["m-0", "m-1"]
         assert [r.message_id for r in other] == ["m-2", "m-3"]
+
+
+def test_restarted_worker_takes_back_its_leases(queued: Database) -> None:
+    # A worker killed mid-delivery (kill -9) held leases; its next run releases them at
+    # once instead of waiting for them to expire. Another owner's leases stay held.
+    from storage import release_leases
+
+    _lease(queued, "node-a", 1.5)  # m-0, m-1
+    _lease(queued, "node-b", 2.5)  # m-2
+    with queued.session() as session:
+        assert release_leases(session, "node-a") == 2
+    assert [e.message_id for e in _lease(queued, "node-a", 3)] == ["m-0", "m-1", "m-3"]
+    with queued.session() as session:
+        assert release_leases(session, "nobody") == 0
