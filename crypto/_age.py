@@ -46,6 +46,7 @@ from ._primitives import (
     ChaCha20Poly1305,
     InvalidTag,
     PrimitiveError,
+    X25519Identity,
     hkdf_sha256,
     hmac_equal,
     hmac_sha256,
@@ -341,14 +342,16 @@ def _x25519_share(stanza: Stanza) -> bytes:
     return share
 
 
-def unwrap_file_key(header: Header, identity: bytes) -> bytes:
-    """The file key, unwrapped with a 32-byte X25519 identity and checked by the MAC.
+def unwrap_file_key(header: Header, identity: bytes | X25519Identity) -> bytes:
+    """The file key, unwrapped with an X25519 identity (32 bytes, or loaded once) and
+    checked by the MAC.
 
     Raises AgeError "header" (malformed X25519 stanza, low-order share, scrypt mixed with
     other stanzas), "no match" (no stanza for this identity) or "hmac".
     """
-    if len(identity) != X25519_KEY_SIZE:
+    if isinstance(identity, bytes) and len(identity) != X25519_KEY_SIZE:
         raise ValueError("an X25519 identity is 32 bytes")
+    loaded = identity if isinstance(identity, X25519Identity) else X25519Identity(identity)
     # 1. An scrypt stanza must be the only stanza (spec "scrypt recipient stanza").
     if len(header.stanzas) > 1 and any(s.type == _SCRYPT_TYPE for s in header.stanzas):
         raise AgeError("header", "an scrypt stanza must be alone in the header")
@@ -359,7 +362,7 @@ def unwrap_file_key(header: Header, identity: bytes) -> bytes:
     for stanza, share in ours:
         # 3. shared secret = X25519(identity, share); all-zero MUST abort (low-order share).
         try:
-            public, shared = x25519_public_and_shared(identity, share)
+            public, shared = loaded.public, loaded.shared(share)
         except PrimitiveError as e:
             raise AgeError("header", "X25519 share is a low-order point") from e
         wrap_key = hkdf_sha256(shared, share + public, _X25519_INFO)

@@ -34,6 +34,7 @@ __all__ = [
     "ChaCha20Poly1305",
     "InvalidTag",
     "PrimitiveError",
+    "X25519Identity",
     "argon2id",
     "ed25519_expand",
     "ed25519_generate",
@@ -146,6 +147,35 @@ def x25519_public_and_shared(private: bytes, peer_public: bytes) -> tuple[bytes,
     if _hmac.compare_digest(shared, bytes(X25519_SIZE)):
         raise PrimitiveError("X25519 produced the all-zero secret")
     return public, shared
+
+
+class X25519Identity:
+    """An X25519 private key loaded once: each load costs a scalar multiplication, so a
+    node's long-lived identity keeps the loaded key for every agreement it makes."""
+
+    __slots__ = ("_key", "public")
+
+    def __init__(self, private: bytes) -> None:
+        from cryptography.hazmat.primitives import serialization as _ser
+
+        if len(private) != X25519_SIZE:
+            raise PrimitiveError("X25519 keys must be 32 bytes")
+        self._key = _x25519.X25519PrivateKey.from_private_bytes(private)
+        self.public = self._key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
+
+    def __repr__(self) -> str:
+        return "<X25519Identity>"
+
+    def shared(self, peer_public: bytes) -> bytes:
+        if len(peer_public) != X25519_SIZE:
+            raise PrimitiveError("X25519 keys must be 32 bytes")
+        try:
+            shared = self._key.exchange(_x25519.X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError as e:
+            raise PrimitiveError("X25519 produced the all-zero secret") from e
+        if _hmac.compare_digest(shared, bytes(X25519_SIZE)):
+            raise PrimitiveError("X25519 produced the all-zero secret")
+        return shared
 
 
 def x25519_shared(private: bytes, peer_public: bytes) -> bytes:

@@ -246,7 +246,8 @@ class DecryptionKey(_PrivateKey):
 
     def __init__(self, _private: bytes) -> None:
         self._secret = _private
-        self._public = _primitives.x25519_public(_private)
+        self._loaded = _primitives.X25519Identity(_private)
+        self._public = self._loaded.public
 
     @classmethod
     def generate(cls) -> DecryptionKey:
@@ -264,7 +265,7 @@ class DecryptionKey(_PrivateKey):
         return cls(_age.decode_identity(text))
 
     def _unwrap_age(self, header: _age.Header) -> bytes:
-        return _age.unwrap_file_key(header, self._secret)
+        return _age.unwrap_file_key(header, self._loaded)
 
 
 def load_private_key(data: bytes, passphrase: bytes) -> SigningKey | DecryptionKey:
