@@ -30,6 +30,7 @@ from crypto import Envelope, VerificationError, verify_receipt
 from crypto.tls import client_context
 from storage import (
     LeaseLost,
+    MessagePart,
     OutboxEntry,
     StorageError,
     add_receipt,
@@ -42,6 +43,7 @@ from storage import (
     retry_later,
 )
 
+from ._parts import open_part
 from ._runtime import Node, PeerKeys, PeerUnknown
 from ._stream import END, MAGIC, frame_lengths
 
@@ -94,7 +96,7 @@ class _Outgoing:
     envelope: bytes
     header: bytes
     statement_sha256: str
-    parts: tuple[tuple[str, int], ...]
+    parts: tuple[MessagePart, ...]
 
 
 class DeliveryWorker:
@@ -175,7 +177,7 @@ class DeliveryWorker:
                         envelope=message.envelope,
                         header=message.header or b"",
                         statement_sha256=envelope.payload_sha256,
-                        parts=tuple((p.blob_sha256, p.size) for p in parts),
+                        parts=tuple(parts),
                     )
                 )
         return out
@@ -184,9 +186,12 @@ class DeliveryWorker:
         yield MAGIC
         for item in items:
             yield frame_lengths(item.envelope, item.header)
-            for digest, size in item.parts:
-                with self._node.blobs.open(digest) as f:
-                    if size <= READ_CHUNK:
+            for part in item.parts:
+                if part.data is not None:
+                    yield part.data
+                    continue
+                with open_part(self._node, part) as f:
+                    if part.size <= READ_CHUNK:
                         yield f.read()
                         continue
                     while chunk := await asyncio.to_thread(f.read, READ_CHUNK):

@@ -63,6 +63,7 @@ from storage import (
 
 from . import _admin
 from ._keystore import KeyStoreError, load_signatory
+from ._parts import read_part
 from ._runtime import Node, PeerUnknown
 from ._upload import QueueReader, UploadError, UploadTooLarge, parse_upload
 
@@ -249,8 +250,7 @@ def local_router(node: Node) -> APIRouter:
         row, opener, _statement = _opener_for(node, user, message_id)
         with node.db.session(readonly=True) as session:
             parts = get_parts(session, message_id)
-        with node.blobs.open(parts[0].blob_sha256) as f:
-            payload = f.read()
+        payload = read_part(node, parts[0])
         try:
             body = loads_canonical(opener.open_body(payload))
         except VerificationError as e:
@@ -391,9 +391,7 @@ class _Sending:
             )
             for writer, part in zip(writers, sealed.statement.attachments, strict=True):
                 created.append(writer.commit(sha256=part.sha256))
-            with node.blobs.writer(hash=False) as w:
-                w.write(sealed.body)
-                created.append(w.commit(sha256=sealed.statement.body.sha256))
+            # The body is small: it is stored inline, with the message, in one commit.
             return self._store(sealed, now)
         except BaseException:
             for writer in writers:
@@ -420,7 +418,10 @@ class _Sending:
             envelope=envelope.to_bytes(),
             header=sealed.header,
             in_reply_to=st.in_reply_to,
-            parts=tuple(PartRef(p.sha256, p.size) for p in st.parts),
+            parts=(
+                PartRef(st.body.sha256, st.body.size, sealed.body),
+                *(PartRef(p.sha256, p.size) for p in st.attachments),
+            ),
         )
         draft = needs_signatory and self.signatory is None
         with node.db.session() as session:

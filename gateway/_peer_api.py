@@ -19,6 +19,7 @@ Every refusal looks the same to the peer; the reason goes to this node's log.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from storage import (
     record_incoming,
 )
 
+from ._parts import INLINE_MAX
 from ._runtime import Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
 from ._tls import peer_certificate_der
@@ -155,7 +157,7 @@ async def _receive_one(
         await _skip(reader, statement.parts)
         return message_id
     try:
-        new_blobs = await _store_parts(node, reader, verified.statement)  # 6
+        parts, new_blobs = await _store_parts(node, reader, verified.statement)  # 6
     except _Refused as e:
         _log_refusal(message_id, party, e)
         return (message_id,)
@@ -185,7 +187,7 @@ async def _receive_one(
         envelope=envelope.to_bytes(),
         header=header,
         in_reply_to=st.in_reply_to,
-        parts=tuple(PartRef(p.sha256, p.size) for p in st.parts),
+        parts=tuple(parts),
     )
     return _Accepted(message, receipt, new_blobs)
 
@@ -230,14 +232,26 @@ def _seen(node: Node, party: str, message_id: str) -> str | None:
         return None if entry is None else entry.envelope_sha256
 
 
-async def _store_parts(node: Node, reader: AsyncByteReader, statement: Statement) -> list[str]:
-    """Stream each part into the blob store; a part becomes visible only if it hashes to
-    its signed digest. Returns the digests this call newly created (to undo on failure).
-    On a mismatch the rest of the message is consumed, so the stream stays in step."""
+async def _store_parts(
+    node: Node, reader: AsyncByteReader, statement: Statement
+) -> tuple[list[PartRef], list[str]]:
+    """Read each part off the stream; small ones are kept in memory (stored inline with the
+    message), large ones stream into the blob store. A part is kept only if it hashes to
+    its signed digest. Returns the parts and the blob digests this call newly created (to
+    undo on failure). On a mismatch the rest of the message is consumed, so the stream
+    stays in step."""
     created: list[str] = []
+    refs: list[PartRef] = []
     parts = statement.parts
     try:
         for i, part in enumerate(parts):
+            if part.size <= INLINE_MAX:
+                data = await reader.readexactly(part.size)
+                if hashlib.sha256(data).hexdigest() != part.sha256:
+                    await _skip(reader, parts[i + 1 :])
+                    raise _Refused("a part does not hash to its signed digest")
+                refs.append(PartRef(part.sha256, part.size, data))
+                continue
             existed = node.blobs.exists(part.sha256)
             with node.blobs.writer() as writer:
                 await reader.copy_exactly(part.size, writer.write)
@@ -248,10 +262,11 @@ async def _store_parts(node: Node, reader: AsyncByteReader, statement: Statement
                     raise _Refused("a part does not hash to its signed digest") from e
             if not existed:
                 created.append(part.sha256)
+            refs.append(PartRef(part.sha256, part.size))
     except BaseException:
         _discard(node, created)
         raise
-    return created
+    return refs, created
 
 
 async def _skip(reader: AsyncByteReader, parts: Sequence[PartDigest]) -> None:

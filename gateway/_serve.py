@@ -132,8 +132,8 @@ async def serve(
         asyncio.create_task(worker.run(stop), name="delivery"),
         asyncio.create_task(_refresh_pins(node, peer_context, set(pins), stop), name="pins"),
     ]
-    if ready is not None:
-        tasks.append(asyncio.create_task(_announce(ready, peer_server, local_server)))
+    # Kept apart from `tasks`: it ends once the node is up, which is no reason to stop.
+    announcer = asyncio.create_task(_announce(ready, peer_server, local_server)) if ready else None
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in done:
@@ -142,6 +142,8 @@ async def serve(
     stop.set()
     peer_server.should_exit = True
     local_server.should_exit = True
+    if announcer is not None:
+        announcer.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await transport.aclose()
     node.db.close()

@@ -24,7 +24,14 @@ from sqlalchemy import delete
 from sqlalchemy import exc as sa_exc
 from sqlmodel import Session, col, select
 
-from ._errors import Conflict, DuplicateError, InvalidValue, NotFound, ReplayedMessage
+from ._errors import (
+    Conflict,
+    DigestMismatch,
+    DuplicateError,
+    InvalidValue,
+    NotFound,
+    ReplayedMessage,
+)
 from ._models import (
     Direction,
     Message,
@@ -62,15 +69,22 @@ MAX_PAGE = 500
 
 @dataclass(frozen=True, slots=True)
 class PartRef:
-    """An encrypted part already in the blob store: its ciphertext digest and size."""
+    """An encrypted part: its ciphertext digest and size, and either the bytes themselves
+    (`data`, kept inline in the database) or nothing (the part is in the blob store)."""
 
     blob_sha256: str
     size: int
+    data: bytes | None = None
 
     def __post_init__(self) -> None:
         check_sha256(self.blob_sha256, "blob_sha256")
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
             raise InvalidValue("a part size must be a non-negative integer")
+        if self.data is not None and (
+            len(self.data) != self.size
+            or hashlib.sha256(self.data).hexdigest() != self.blob_sha256
+        ):
+            raise DigestMismatch("inline part data does not match its digest and size")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +144,13 @@ def _row(
 
 def _parts(message: NewMessage) -> list[MessagePart]:
     return [
-        MessagePart(message_id=message.message_id, index=i, blob_sha256=p.blob_sha256, size=p.size)
+        MessagePart(
+            message_id=message.message_id,
+            index=i,
+            blob_sha256=p.blob_sha256,
+            size=p.size,
+            data=p.data,
+        )
         for i, p in enumerate(message.parts)
     ]
 

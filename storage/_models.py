@@ -224,6 +224,9 @@ class MessagePart(_Table, table=True):
     # SHA-256 of the ciphertext blob (the digest the signature covers).
     blob_sha256: str = Field(sa_type=_SHA256, index=True)
     size: int = Field(sa_type=BigInteger)
+    # A small part (a message body) is kept inline, committed with its message, instead of
+    # as a blob file: one durable write per message instead of two, and no file to fsync.
+    data: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 class Receipt(_Table, table=True):

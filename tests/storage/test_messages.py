@@ -348,3 +348,30 @@ def test_status_unknown_to_this_release_is_schema_mismatch(db: Database) -> None
         connection.execute(text("UPDATE messages SET status = 'archived'"))
     with db.session(readonly=True) as session, pytest.raises(SchemaMismatch):
         get_message(session, "in-1")
+
+
+def test_small_part_is_stored_inline_with_its_message(db: Database) -> None:
+    import dataclasses
+    import hashlib
+
+    from storage import PartRef, get_parts
+
+    body = "зашифрованное тело".encode()
+    inline = PartRef(hashlib.sha256(body).hexdigest(), len(body), body)
+    message = dataclasses.replace(new_message("inline-1"), parts=[inline])
+    with db.session() as session:
+        register_peer(session)
+        insert_outgoing(session, message, now=T0)
+    with db.session(readonly=True) as session:
+        (part,) = get_parts(session, "inline-1")
+    assert part.data == body
+    assert part.blob_sha256 == inline.blob_sha256
+
+
+def test_inline_part_that_does_not_match_its_digest_refused() -> None:
+    import hashlib
+
+    from storage import DigestMismatch, PartRef
+
+    with pytest.raises(DigestMismatch):
+        PartRef(hashlib.sha256(b"signed").hexdigest(), 6, b"forged")
