@@ -92,6 +92,11 @@ class Database:
         """Wrap an engine made by `open`; prefer the two constructors."""
         self._engine = engine
         self._readonly_engine = engine.execution_options(**{_READONLY_OPTION: True})
+        # SQLite has one writer at a time. Threads of this process queue on this lock for
+        # it, and so are woken the moment it is free, rather than in SQLite's busy
+        # handler, which sleeps in steps of up to 100 ms. Other processes (a CLI command
+        # beside a running node) still meet the busy timeout.
+        self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, url: str | URL) -> Database:
@@ -154,6 +159,9 @@ class Database:
         )
         if readonly:
             event.listen(session, "before_flush", _refuse_flush)
+        writer = None if readonly else self._writer
+        if writer is not None:
+            writer.acquire()
         try:
             try:
                 yield session
@@ -168,6 +176,9 @@ class Database:
                 session.close()
         except sa_exc.SQLAlchemyError as e:
             raise funnel(e) from e
+        finally:
+            if writer is not None:
+                writer.release()
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to `revision` (the newest by default); idempotent."""
