@@ -424,11 +424,8 @@ class _Sending:
             ),
         )
         draft = needs_signatory and self.signatory is None
-        with node.db.session() as session:
-            if draft:
-                insert_draft(session, message, now=now)
-            else:
-                insert_outgoing(session, message, now=now)
+        insert = insert_draft if draft else insert_outgoing
+        node.writes.run(lambda session: insert(session, message, now=now))
         return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
 
 

@@ -20,6 +20,7 @@ from crypto.tls import TlsIdentity
 from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
 from storage import get_peer as _get_peer
 
+from ._groupcommit import GroupCommit
 from .config import Home, NodeConfig
 
 __all__ = ["Node", "PeerKeys", "utc_now"]
@@ -65,6 +66,19 @@ class Node:
     peer_cache_seconds: float = 5.0
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
+    _writes: GroupCommit | None = None
+
+    @property
+    def writes(self) -> GroupCommit:
+        """Group commit for the writes of concurrent requests."""
+        if self._writes is None:
+            self._writes = GroupCommit(self.db)
+        return self._writes
+
+    def close(self) -> None:
+        if self._writes is not None:
+            self._writes.close()
+        self.db.close()
 
     @property
     def party(self) -> str:

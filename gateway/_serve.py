@@ -146,4 +146,4 @@ async def serve(
         announcer.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await transport.aclose()
-    node.db.close()
+    node.close()
