@@ -6,13 +6,15 @@
   another kind of success. Its `reason` is for local logs and local users; towards a
   remote peer every `VerificationError` must look the same.
 - `KeyFileError`: a key at rest cannot be used (wrong passphrase, damaged or unknown
-  format). The local operator must act.
+  format). The local operator must act. `TokenError` is its PKCS#11 case (malformed
+  `pkcs11:` URI, module not loadable, token or key not found, wrong PIN), so one handler
+  covers both.
 - `SigningError`: a signer could not sign (a revoked key, a token that refused).
 """
 
 from __future__ import annotations
 
-__all__ = ["CryptoError", "KeyFileError", "SigningError", "VerificationError"]
+__all__ = ["CryptoError", "KeyFileError", "SigningError", "TokenError", "VerificationError"]
 
 
 class CryptoError(Exception):
@@ -29,6 +31,10 @@ class VerificationError(CryptoError):
 
 class KeyFileError(CryptoError):
     """A key file could not be opened: wrong passphrase, damaged file or unknown format."""
+
+
+class TokenError(KeyFileError):
+    """A token key could not be opened or made: its URI, module, token, PIN or object."""
 
 
 class SigningError(CryptoError):
