@@ -43,6 +43,7 @@ from storage import (
     Direction,
     KeyKind,
     Message,
+    MessagePart,
     NewMessage,
     NotFound,
     PartRef,
@@ -63,7 +64,7 @@ from storage import (
 
 from . import _admin
 from ._keystore import KeyStoreError, load_signatory
-from ._parts import read_part
+from ._parts import open_part, read_part
 from ._runtime import Node, PeerUnknown
 from ._upload import QueueReader, UploadError, UploadTooLarge, parse_upload
 
@@ -276,9 +277,14 @@ def local_router(node: Node) -> APIRouter:
         _row, opener, statement = _opener_for(node, user, message_id)
         if not 0 <= index < len(statement.attachments):
             raise _problem(404, f"message {message_id} has no attachment {index}")
-        digest = statement.attachments[index].sha256
+        # Part 0 is the body; a small attachment may be stored inline, not as a blob.
+        with node.db.session(readonly=True) as session:
+            parts = get_parts(session, message_id)
+        if len(parts) != len(statement.parts):
+            raise _problem(409, f"message {message_id} has no content on this node")
         return StreamingResponse(
-            _decrypt_stream(node, opener, index, digest), media_type="application/octet-stream"
+            _decrypt_stream(node, opener, index, parts[index + 1]),
+            media_type="application/octet-stream",
         )
 
     return router
@@ -499,7 +505,7 @@ def _opener_for(
 
 
 async def _decrypt_stream(
-    node: Node, opener: MessageOpener, index: int, digest: str
+    node: Node, opener: MessageOpener, index: int, part: MessagePart
 ) -> AsyncIterator[bytes]:
     """Decrypt one attachment on a thread, handing plaintext chunks to the response."""
     chunks: queue.Queue[object] = queue.Queue(16)
@@ -512,7 +518,7 @@ async def _decrypt_stream(
 
     def work() -> None:
         try:
-            with node.blobs.open(digest) as src:
+            with open_part(node, part) as src:
                 opener.open_attachment(index, src, _Sink(), plaintext_digest=False)  # type: ignore[arg-type]
             chunks.put(done)
         except BaseException as e:
