@@ -1,132 +1,290 @@
-"""`accord demo`: the agreement's exchange end to end, with a readable transcript.
+"""`accord demo`: the agreement's exchange end to end on real nodes, with a transcript.
 
-Until the node exists, the demo runs the crypto core as two Parties would use it: keys,
-a signed and sealed request with a Cyrillic attachment, verification without the content
-key (as an auditor), opening by the recipient, a signed receipt, and a standard `age` tool
-decrypting the attachment with the recipient's key when it is installed.
+Two Parties' nodes are created in a temporary folder (SQLite each), introduced to each
+other by their signed descriptors and fingerprints, and run as separate `accord serve`
+processes talking mutual TLS on loopback. Then, through each node's local API, as its users
+would with `accord send`, `accord read` and so on:
+
+1. A's head (a signatory) sends a signed request (art. 4.3 fields, Cyrillic text, a
+   Cyrillic-named attachment), and the demo waits until B's signed receipt arrives;
+2. B's operator lists the inbox, reads the request and saves the attachment, whose
+   SHA-256 must match both the signed manifest and the file A sent;
+3. B's operator replies, and A reads the reply.
+
+Invariants: both processes are always stopped (SIGTERM, then SIGKILL) and the folder is
+always removed, whatever fails; success exits 0, and any failure exits 1 with one line on
+stderr saying what went wrong (the nodes' logs, if useful, are in the transcript).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import secrets
 import shutil
-import subprocess
 import tempfile
-from datetime import UTC, datetime, timedelta
+import time
 from pathlib import Path
+from typing import Any
 
+import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from crypto import (
-    DecryptionKey,
-    Envelope,
-    MessageDraft,
-    MessageOpener,
-    Receipt,
-    SigningKey,
-    Verdict,
-    issue_receipt,
-    new_message_id,
-    seal_message,
-    verify_message,
-    verify_receipt,
-)
+from crypto import KdfCost
+from storage import Role
 
-ATTACHMENT = "Протокол осмотра места происшествия.\n".encode() * 4000
-BODY = "Прошу оказать содействие в установлении обстоятельств дела № 17/2026.".encode()
+from ._client import ClientError, LocalClient
+from ._harness import Harness, HarnessError, HarnessNode
+
+__all__ = ["DemoError", "run"]
+
+PARTY_A, NAME_A = "МВД-РБ", "Министерство внутренних дел"
+PARTY_B, NAME_B = "Росгвардия", "Федеральная служба войск национальной гвардии"
+HEAD_A, OPERATOR_A, OPERATOR_B = "Иванов", "Петрова", "Сидоров"
+ATTACHMENT_NAME = "Протокол осмотра места происшествия.txt"
+ATTACHMENT = "Протокол осмотра места происшествия по делу № 17/2026.\n".encode() * 6000
+WAIT_SECONDS = 20.0
+# SIGTERM, then SIGKILL after this long (the nodes' data is thrown away anyway).
+STOP_SECONDS = 6.0
+# The key files live only as long as the demo; a light Argon2id keeps it quick.
+DEMO_KDF = KdfCost(2, 16 * 1024 * 1024)
+
+
+class DemoError(Exception):
+    """A step of the demo did not give the expected result."""
 
 
 def run(console: Console | None = None) -> None:
-    out = console or Console()
-    now = datetime.now(UTC)
-    a_seal, a_head, b_seal = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
-    b_enc = DecryptionKey.generate()
-    out.print("[bold]Accord demo[/]: Party A (МВД-РБ) sends a request to Party B (Росгвардия)")
-    out.print(f"  A seal key      {a_seal.key_id[:16]}…   A head's key {a_head.key_id[:16]}…")
-    out.print(f"  B seal key      {b_seal.key_id[:16]}…   B encryption {b_enc.key_id[:16]}…")
+    """Run the demo; exit 1 (typer.Exit) with one line on stderr if any step fails."""
+    out = console or _console()
+    root = Path(tempfile.mkdtemp(prefix="accord-demo-"))
+    harness = Harness(root, kdf_cost=DEMO_KDF)
+    try:
+        _exchange(out, harness, root)
+    except (DemoError, HarnessError, ClientError) as e:
+        _show_logs(out, harness)
+        typer.echo(f"error: the demo failed: {' '.join(str(e).split())}", err=True)
+        raise typer.Exit(1) from e
+    finally:
+        harness.close(timeout=STOP_SECONDS)
+        shutil.rmtree(root, ignore_errors=True)
+    out.print("[bold green]Demo complete.[/] Both nodes stopped; the temporary folder is removed.")
 
-    with tempfile.TemporaryDirectory(prefix="accord-demo-") as tmp:
-        sealed_path = Path(tmp) / "attachment.age-payload"
-        with io.BytesIO(ATTACHMENT) as src, sealed_path.open("wb") as dst:
-            sealed = seal_message(
-                MessageDraft(
-                    message_id=new_message_id(),
-                    sender="МВД-РБ",
-                    recipient="Росгвардия",
-                    created=now,
-                    expires=now + timedelta(days=30),
-                    marking={"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
-                    purpose="расследование дела № 17/2026",
-                    type="request",
-                ),
-                body=BODY,
-                attachments=[(src, dst)],
-                recipients=[b_enc.recipient()],
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped or captured: wide enough that ids and tables are never cut.
+        console = Console(highlight=False, width=max(console.width, 120))
+    return console
+
+
+def _exchange(out: Console, harness: Harness, root: Path) -> None:
+    started = time.monotonic()
+    out.print(
+        f"[bold]Accord demo[/]: {PARTY_A} sends a request for assistance to {PARTY_B}, node to node"
+    )
+
+    # 1. Two nodes, their users, and the descriptors exchanged with fingerprints.
+    _step(out, 1, "Two Parties set up their nodes")
+    a = harness.add_node("a", party=PARTY_A, name=NAME_A, passphrase=_passphrase())
+    b = harness.add_node("b", party=PARTY_B, name=NAME_B, passphrase=_passphrase())
+    head_secret = _passphrase()
+    harness.add_user(a, HEAD_A, role=Role.SIGNATORY, signatory_passphrase=head_secret)
+    harness.add_user(a, OPERATOR_A, role=Role.OPERATOR)
+    harness.add_user(b, OPERATOR_B, role=Role.OPERATOR)
+    roles = [(a, f"{HEAD_A} (signatory), {OPERATOR_A} (operator)"), (b, f"{OPERATOR_B} (operator)")]
+    for node, users in roles:
+        out.print(Text(f"   {node.party} «{node.name}»: users {users}"))
+        out.print(Text(f"      peer API {node.peer_url} (mutual TLS), local API {node.node_url}"))
+        out.print(Text(f"      fingerprint {node.fingerprint}"))
+    harness.connect(a, b)
+    out.print("   Descriptors exchanged both ways, each checked against the fingerprint its")
+    out.print("   Party's admin read out (A's lists its signatory's key, art. 4.4).")
+
+    # 2. Separate processes, mutual TLS between them.
+    _step(out, 2, "Both nodes run as `accord serve` processes")
+    harness.start(a, b)
+    for node in (a, b):
+        assert node.process is not None
+        out.print(Text(f"   {node.party}: pid {node.process.pid}, local API answers"))
+
+    source = root / ATTACHMENT_NAME
+    source.write_bytes(ATTACHMENT)
+    with (
+        LocalClient(a.node_url, a.token(HEAD_A), a.ca_file) as head,
+        LocalClient(a.node_url, a.token(OPERATOR_A), a.ca_file) as operator_a,
+        LocalClient(b.node_url, b.token(OPERATOR_B), b.ca_file) as operator_b,
+    ):
+        # 3. The signed request.
+        _step(out, 3, f"{HEAD_A} ({PARTY_A}'s head) sends a signed request")
+        sent = head.send(
+            {
+                "to": PARTY_B,
+                "type": "request",
+                "marking": {"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
+                "purpose": "расследование уголовного дела № 17/2026",
+                "body": "Прошу оказать содействие в установлении обстоятельств дела № 17/2026.",
+                "fields": {
+                    "essence": "Хищение имущества, совершённое 3 марта 2026 года.",
+                    "justification": "Свидетель проживает на территории запрашиваемой Стороны.",
+                    "assistance": "Допросить свидетеля и предоставить протокол допроса.",
+                    "other": "Контактное лицо: следователь Петрова, тел. 100-200.",
+                },
+                "signatory_passphrase": head_secret,
+            },
+            [source],
+        )
+        request_id = str(sent["message_id"])
+        if sent.get("status") != "queued":
+            raise DemoError(f"a signatory's request should leave at once, not be {sent['status']}")
+        out.print(Text(f"   $ accord send --to {PARTY_B} --marking CONFIDENTIAL ...", style="dim"))
+        out.print(Text(f"   request {request_id} {sent['status']}"))
+        out.print(Text(f"   signed by {HEAD_A} (art. 4.4) and sealed by {PARTY_A}'s node;"))
+        out.print(Text(f"   body and attachment encrypted to {PARTY_B}'s key"))
+        timeline = _wait_delivered(head, request_id)
+        out.print(Text(f"   {PARTY_B}'s node checked both signatures and signed a receipt"))
+        out.print(Text(f"   timeline: {_events(timeline)}"))
+
+        # 4. B reads it and saves the attachment.
+        _step(out, 4, f"{OPERATOR_B} ({PARTY_B}) reads the inbox")
+        inbox = operator_b.messages("inbox")
+        out.print(_table(inbox, "From"))
+        if request_id not in {m.get("message_id") for m in inbox}:
+            raise DemoError(f"the request {request_id} is not in {PARTY_B}'s inbox")
+        message = operator_b.read(request_id)
+        _show(out, message)
+        saved = operator_b.save_attachments(message, root / "saved-by-B")
+        if len(saved) != 1:
+            raise DemoError(f"expected one attachment, {PARTY_B} saved {len(saved)}")
+        digest = hashlib.sha256(saved[0].path.read_bytes()).hexdigest()
+        if digest != hashlib.sha256(ATTACHMENT).hexdigest() or digest != saved[0].sha256:
+            raise DemoError("the saved attachment is not the file A sent")
+        out.print(Text(f"   $ accord read {request_id} --save-attachments DIR", style="dim"))
+        out.print(Text(f"   saved «{saved[0].name}», SHA-256 {digest[:16]}…"))
+        out.print(Text(f"   = the signed manifest = the file {PARTY_A} sent"))
+
+        # 5. B replies.
+        _step(out, 5, f"{OPERATOR_B} replies")
+        reply = operator_b.send(
+            {
+                "to": PARTY_A,
+                "type": "reply",
+                "marking": {"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
+                "purpose": "ответ на запрос по делу № 17/2026",
+                "body": "Запрос получен и принят к исполнению. Свидетель будет допрошен "
+                "до 20 марта.",
+                "in_reply_to": request_id,
+            }
+        )
+        reply_id = str(reply["message_id"])
+        out.print(
+            Text(f"   $ accord send --type reply --in-reply-to {request_id} ...", style="dim")
+        )
+        timeline = _wait_delivered(operator_b, reply_id)
+        out.print(Text(f"   reply {reply_id} delivered ({_events(timeline)})"))
+
+        # 6. A reads the reply.
+        _step(out, 6, f"{OPERATOR_A} ({PARTY_A}) reads the reply")
+        inbox_a = operator_a.messages("inbox")
+        out.print(_table(inbox_a, "From"))
+        answer = operator_a.read(reply_id)
+        if answer.get("in_reply_to") != request_id:
+            raise DemoError("the reply does not refer to the request")
+        _show(out, answer)
+    out.print(f"   ({time.monotonic() - started:.1f} s)")
+
+
+def _passphrase() -> str:
+    """A fresh passphrase: the demo's keys live only as long as its folder."""
+    return "демо-" + secrets.token_urlsafe(16)
+
+
+# --- Waiting -----------------------------------------------------------------------------
+
+
+def _wait_delivered(client: LocalClient, message_id: str) -> dict[str, Any]:
+    """Poll the message's timeline until it is delivered (the peer's signed receipt is
+    stored); a failed delivery or the time limit is a `DemoError`."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        timeline = client.status(message_id)
+        state = timeline.get("status")
+        if state == "delivered":
+            return timeline
+        if state == "failed":
+            raise DemoError(f"delivery of {message_id} failed: {_events(timeline)}")
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"{message_id} was not delivered within {WAIT_SECONDS:.0f} s "
+                f"(status {state}: {_events(timeline)})"
             )
-        envelope = sealed.sign([a_head, a_seal])
-        st = sealed.statement
-        out.print(f"1. A seals request {st.message_id}: marking CONFIDENTIAL/ORCON,")
-        out.print(f"   body {st.body.size} B and attachment {st.attachments[0].size} B encrypted;")
-        out.print("   signed by A's head (art. 4.4) and A's seal.")
+        time.sleep(0.1)
 
-        wire = envelope.to_bytes()
-        trusted = [a_seal.verify_key(), a_head.verify_key()]
-        verified = verify_message(
-            Envelope.from_bytes(wire),
-            trusted,
-            sender="МВД-РБ",
-            recipient="Росгвардия",
-            now=now,
-            required=[a_seal.key_id, a_head.key_id],
-        )
-        out.print(
-            f"2. An auditor verifies both signatures without any content key: "
-            f"{len(verified.evidence.key_ids)} trusted signatures, statement "
-            f"{verified.evidence.payload_sha256[:16]}…"
-        )
 
-        opener = MessageOpener(verified, sealed.header, b_enc)
-        body = opener.open_body(sealed.body)
-        with sealed_path.open("rb") as src, (Path(tmp) / "attachment.txt").open("wb") as dst:
-            opened = opener.open_attachment(0, src, dst)
-        assert opened.sha256 == hashlib.sha256(ATTACHMENT).hexdigest()
-        out.print(f"3. B opens it: «{body.decode()}»")
-        out.print(
-            f"   attachment {opened.size} B, sha256 {opened.sha256[:16]}… matches what A sent"
-        )
+# --- Transcript --------------------------------------------------------------------------
 
-        receipt = issue_receipt(
-            Receipt(
-                st.message_id,
-                "МВД-РБ",
-                "Росгвардия",
-                envelope.payload_sha256,
-                envelope.sha256,
-                now,
-                Verdict.ACCEPTED,
-            ),
-            [b_seal],
-        )
-        verify_receipt(
-            Envelope.from_bytes(receipt.to_bytes()),
-            [b_seal.verify_key()],
-            receiver="Росгвардия",
-            message_id=st.message_id,
-            statement_sha256=envelope.payload_sha256,
-        )
-        out.print("4. B answers with a receipt signed by its seal; A verifies it.")
 
-        age = shutil.which("age")
-        if age:
-            identity = Path(tmp) / "b.identity"
-            identity.touch(mode=0o600)
-            identity.write_text(b_enc.export_age_identity_unencrypted() + "\n")
-            age_file = Path(tmp) / "attachment.age"
-            age_file.write_bytes(sealed.header + sealed_path.read_bytes())
-            plain = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-                [age, "-d", "-i", str(identity), str(age_file)], check=True, capture_output=True
-            ).stdout
-            assert plain == ATTACHMENT
-            out.print("5. The standard `age` tool decrypts the attachment with B's key: identical.")
-    out.print("[green]Demo complete.[/]")
+def _step(out: Console, number: int, title: str) -> None:
+    out.print()
+    out.print(Text(f"{number}. {title}", style="bold"))
+
+
+def _events(timeline: dict[str, Any]) -> str:
+    return " → ".join(str(e.get("event")) for e in timeline.get("events") or [])
+
+
+def _marking(marking: Any) -> str:
+    if not isinstance(marking, dict):
+        return str(marking)
+    return "/".join([str(marking.get("level")), *map(str, marking.get("caveats") or [])])
+
+
+def _table(messages: list[dict[str, Any]], who: str) -> Table:
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    for column in ("   ID", who, "Type", "Marking", "Status"):
+        table.add_column(column, no_wrap=True)
+    for m in messages:
+        table.add_row(
+            Text("   " + str(m.get("message_id"))),
+            Text(str(m.get("from"))),
+            Text(str(m.get("type"))),
+            Text(_marking(m.get("marking"))),
+            Text(str(m.get("status"))),
+        )
+    return table
+
+
+_FIELD_LABELS: tuple[tuple[str, str], ...] = (
+    ("essence", "essence of the case"),
+    ("justification", "justification"),
+    ("assistance", "assistance requested"),
+    ("other", "other information"),
+)
+
+
+def _show(out: Console, m: dict[str, Any]) -> None:
+    lines: list[tuple[str, Any]] = [
+        ("from → to", f"{m.get('from')} → {m.get('to')}"),
+        ("type", m.get("type")),
+        ("marking", _marking(m.get("marking"))),
+        ("purpose", m.get("purpose")),
+    ]
+    fields = m.get("fields") or {}
+    lines += [(label, fields[key]) for key, label in _FIELD_LABELS if fields.get(key)]
+    lines.append(("text", f"«{m.get('body')}»"))
+    for a in m.get("attachments") or []:
+        lines.append(("attachment", f"«{a.get('name')}», {a.get('size')} bytes"))
+    for label, value in lines:
+        out.print(Text(f"   {label:<21}{value}"))
+
+
+def _show_logs(out: Console, harness: Harness) -> None:
+    """The end of each node's log, to see why a step failed."""
+    nodes: list[HarnessNode] = list(harness.nodes.values())
+    for node in nodes:
+        tail = node.log_tail(15)
+        if tail:
+            out.print(Text(f"--- end of {node.party}'s log ---", style="dim"))
+            out.print(Text(tail, style="dim"))

@@ -129,7 +129,7 @@ async def serve(
     tasks = [
         asyncio.create_task(peer_server.serve(), name="peer-api"),
         asyncio.create_task(local_server.serve(), name="local-api"),
-        asyncio.create_task(worker.run(stop), name="delivery"),
+        worker_task := asyncio.create_task(worker.run(stop), name="delivery"),
         asyncio.create_task(_refresh_pins(node, peer_context, set(pins), stop), name="pins"),
     ]
     # Kept apart from `tasks`: it ends once the node is up, which is no reason to stop.
@@ -144,6 +144,10 @@ async def serve(
     local_server.should_exit = True
     if announcer is not None:
         announcer.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # The worker finishes its round, then our client connections to peers are closed
+    # before waiting for our own servers: an idle keep-alive connection from each node to
+    # the other would otherwise hold both servers open until asyncio's TLS close timeout.
+    await asyncio.gather(worker_task, return_exceptions=True)
     await transport.aclose()
+    await asyncio.gather(*tasks, return_exceptions=True)
     node.close()

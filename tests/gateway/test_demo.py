@@ -1,18 +1,61 @@
-"""`accord demo` runs end to end and says what it proved."""
+"""`accord demo` runs the exchange end to end on real nodes, says what it proved, and leaves
+nothing behind: no node process and no temporary folder."""
 
 from __future__ import annotations
 
-import io
+import os
+import re
+import subprocess
+from pathlib import Path
 
-from rich.console import Console
+import pytest
 
-from gateway import _demo
+from gateway._harness import accord_command
+
+pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_the_exchange_end_to_end() -> None:
-    buffer = io.StringIO()
-    _demo.run(Console(file=buffer, width=120))
-    transcript = buffer.getvalue()
-    assert "B opens it" in transcript
-    assert "receipt signed by its seal" in transcript
+def test_demo_runs_the_exchange_end_to_end(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+    env["TMPDIR"] = str(tmp_path)  # where the demo makes (and must remove) its folder
+    result = subprocess.run(
+        [*accord_command(), "demo"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    transcript = result.stdout
+    assert result.returncode == 0, (transcript, result.stderr)
+    assert result.stderr == ""
+
+    # Two nodes, introduced by fingerprint, run as separate processes.
+    assert "Descriptors exchanged both ways" in transcript
+    pids = [int(p) for p in re.findall(r"pid (\d+), local API answers", transcript)]
+    assert len(pids) == 2
+    # The signed request, delivered with a receipt.
+    request = re.search(r"request ([0-9a-f-]{36}) queued", transcript)
+    assert request is not None
+    assert "checked both signatures and signed a receipt" in transcript
+    assert "timeline: queued → delivered" in transcript
+    # B reads it, in Cyrillic, and saves the attachment, checked against the manifest.
+    assert "Прошу оказать содействие" in transcript
+    assert "saved «Протокол осмотра места происшествия.txt»" in transcript
+    assert "= the signed manifest = the file МВД-РБ sent" in transcript
+    # B replies, and A reads the reply.
+    assert re.search(r"reply [0-9a-f-]{36} delivered", transcript)
+    assert "Запрос получен и принят к исполнению" in transcript
     assert "Demo complete" in transcript
+
+    # Nothing left behind.
+    assert list(tmp_path.iterdir()) == []
+    for pid in pids:
+        assert not _is_node(pid), f"node process {pid} is still running"
+
+
+def _is_node(pid: int) -> bool:
+    try:
+        return b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
