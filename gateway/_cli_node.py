@@ -10,7 +10,6 @@ import typer
 
 from storage import StorageError
 
-from . import _serve
 from ._keystore import KeyStoreError, passphrase_from_env_or_prompt
 from .cli import HomeOption, _fail, _home, app
 from .config import ConfigError
@@ -28,6 +27,9 @@ def serve(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Imported here: the web stack is only needed by the one command that serves.
+    from . import _serve
+
     try:
         passphrase = passphrase_from_env_or_prompt()
         node = _serve.load_node(_home(home).root, passphrase)
