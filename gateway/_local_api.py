@@ -325,8 +325,11 @@ class _Sending:
                 f"{to!r} is not an active peer of this node: see `accord peer add`"
             ) from e
         names = meta.get("attachments") or []
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise _SendRefused("attachments must be a list of file names")
+        if not isinstance(names, list) or not all(_safe_file_name(n) for n in names):
+            raise _SendRefused(
+                "attachments must be plain file names (no folders, no control characters, "
+                "at most 255 characters)"
+            )
         self.names: list[str] = names
         self.text = meta.get("body", "")
         self.fields = meta.get("fields") or {}
@@ -433,6 +436,17 @@ class _Sending:
         insert = insert_draft if draft else insert_outgoing
         node.writes.run(lambda session: insert(session, message, now=now))
         return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
+
+
+def _safe_file_name(name: object) -> bool:
+    """A name a recipient can save as is: no path, no control characters."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\")
+        and all(c.isprintable() for c in name)
+    )
 
 
 def _require_admin(user: User) -> None:
