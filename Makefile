@@ -45,6 +45,7 @@ lint: $(DEVSTAMP)
 
 test: $(DEVSTAMP) system lint
 	$(PY) -m tests.vectors.generate --check
+	$(PY) -m tests.vectors.merkle.generate --check
 	$(VENV)/bin/pytest --cov --cov-branch --cov-report=term:skip-covered -q
 
 bench: $(DEVSTAMP) system

@@ -12,6 +12,8 @@ Invariants kept by the package (each module states its own in detail):
 - Writes that must happen together (a message with its parts, outbox row, replay entry
   and first event) happen in one transaction or not at all.
 - Every failure raised is a `StorageError`; foreign exceptions are chained as the cause.
+- The audit log only grows: leaves get gapless indexes under a lock, and `audit_verify`
+  recomputes it from the leaf bytes to find any row changed behind its back.
 
 Typical use::
 
@@ -21,6 +23,26 @@ Typical use::
         insert_outgoing(session, message, now=clock())
 """
 
+from ._audit import (
+    AuditProblem,
+    AuditReport,
+    Tamper,
+    TreeHead,
+    add_checkpoint,
+    add_cosignature,
+    append_leaf,
+    audit_verify,
+    get_checkpoint,
+    get_leaf,
+    latest_checkpoint,
+    leaf_hashes,
+    list_checkpoints,
+    list_cosignatures,
+    tree_head,
+    tree_nodes,
+    tree_root,
+    tree_size,
+)
 from ._blobs import BlobStore, BlobWriter
 from ._database import Database
 from ._directory import (
@@ -68,6 +90,9 @@ from ._messages import (
     set_status,
 )
 from ._models import (
+    AuditCheckpoint,
+    AuditCosignature,
+    AuditLeaf,
     Direction,
     Key,
     KeyKind,
@@ -87,6 +112,11 @@ from ._models import (
 from ._outbox import complete, fail, lease_due, release_leases, retry_later
 
 __all__ = [
+    "AuditCheckpoint",
+    "AuditCosignature",
+    "AuditLeaf",
+    "AuditProblem",
+    "AuditReport",
     "BlobStore",
     "BlobWriter",
     "Conflict",
@@ -116,17 +146,25 @@ __all__ = [
     "SchemaMismatch",
     "StorageError",
     "StorageUnavailable",
+    "Tamper",
+    "TreeHead",
     "User",
+    "add_checkpoint",
+    "add_cosignature",
     "add_event",
     "add_key",
     "add_peer",
     "add_receipt",
     "add_user",
+    "append_leaf",
+    "audit_verify",
     "complete",
     "fail",
     "find_peer_by_certificate",
     "find_user_by_token_hash",
+    "get_checkpoint",
     "get_key",
+    "get_leaf",
     "get_message",
     "get_parts",
     "get_peer",
@@ -134,7 +172,11 @@ __all__ = [
     "get_user",
     "insert_draft",
     "insert_outgoing",
+    "latest_checkpoint",
+    "leaf_hashes",
     "lease_due",
+    "list_checkpoints",
+    "list_cosignatures",
     "list_events",
     "list_keys",
     "list_messages",
@@ -148,4 +190,8 @@ __all__ = [
     "retry_later",
     "revoke_key",
     "set_status",
+    "tree_head",
+    "tree_nodes",
+    "tree_root",
+    "tree_size",
 ]

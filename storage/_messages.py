@@ -81,8 +81,7 @@ class PartRef:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
             raise InvalidValue("a part size must be a non-negative integer")
         if self.data is not None and (
-            len(self.data) != self.size
-            or hashlib.sha256(self.data).hexdigest() != self.blob_sha256
+            len(self.data) != self.size or hashlib.sha256(self.data).hexdigest() != self.blob_sha256
         ):
             raise DigestMismatch("inline part data does not match its digest and size")
 

@@ -7,7 +7,9 @@ Invariants:
 - The tables live in their own `MetaData` (not `SQLModel.metadata`), with a naming
   convention, so that no other SQLModel class in the process leaks into a migration.
 - Every timestamp is an aware UTC datetime (`UTCDateTime`); every digest is the SHA-256
-  hex of the exact bytes it names; every enum is stored as its text value.
+  hex of the exact bytes it names (the audit log's Merkle hashes, which are domain-separated
+  RFC 6962 hashes rather than plain digests, are raw 32 bytes); every enum is stored as
+  its text value.
 - Signed bytes (statement envelopes, receipts, peer descriptors) are stored verbatim,
   never re-serialised, so their signatures still verify when read back.
 - No column holds private key bytes: keys are public JSON plus a key-store reference.
@@ -39,6 +41,11 @@ from sqlmodel import Field, SQLModel
 from ._types import JSON_DOCUMENT, EnumText, UTCDateTime
 
 __all__ = [
+    "AuditCheckpoint",
+    "AuditCosignature",
+    "AuditLeaf",
+    "AuditNode",
+    "AuditState",
     "Direction",
     "Key",
     "KeyKind",
@@ -302,3 +309,72 @@ class ReplayEntry(_Table, table=True):
     envelope_sha256: str = Field(sa_type=_SHA256)
     seen_at: datetime = Field(sa_type=UTCDateTime)
     expires: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+
+# --- The audit log (DESIGN 7; see `_audit` for the invariants it keeps) ----------------
+
+# Leaf and tree indexes count from 0 without bound; on SQLite a single integer primary key
+# is the rowid, which is what makes appends and range scans cheap.
+_INDEX = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AuditLeaf(_Table, table=True):
+    """One event of the append-only audit log: its canonical JSON (never content) and its
+    RFC 6962 leaf hash, SHA-256(0x00 || leaf), as raw 32 bytes."""
+
+    __tablename__ = "audit_leaves"
+
+    index: int = Field(primary_key=True, sa_type=_INDEX, sa_column_kwargs={"autoincrement": False})
+    leaf: bytes = Field(sa_type=LargeBinary)
+    leaf_hash: bytes = Field(sa_type=LargeBinary)
+    appended_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AuditNode(_Table, table=True):
+    """The hash of a complete perfect subtree of the log: the 2**level leaves from
+    index * 2**level. Stored for level 0 (a copy of every leaf hash, kept apart from the
+    leaves) and for every level that is a multiple of 4; proofs fold the rest."""
+
+    __tablename__ = "audit_nodes"
+
+    level: int = Field(primary_key=True, sa_type=Integer)
+    index: int = Field(primary_key=True, sa_type=BigInteger)
+    hash: bytes = Field(sa_type=LargeBinary)
+
+
+class AuditState(_Table, table=True):
+    """The log's one state row: its size and frontier (the roots of the perfect subtrees
+    that make up the tree, left to right, 32 bytes each). Appenders lock this row."""
+
+    __tablename__ = "audit_state"
+
+    id: int = Field(primary_key=True, sa_type=Integer, sa_column_kwargs={"autoincrement": False})
+    size: int = Field(sa_type=BigInteger)
+    frontier: bytes = Field(sa_type=LargeBinary)
+
+
+class AuditCheckpoint(_Table, table=True):
+    """A checkpoint this node signed: the tree head at `size`, and the signed note exactly
+    as signed (C2SP tlog-checkpoint)."""
+
+    __tablename__ = "checkpoints"
+
+    size: int = Field(primary_key=True, sa_type=_INDEX, sa_column_kwargs={"autoincrement": False})
+    root_hash: bytes = Field(sa_type=LargeBinary)
+    note: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AuditCosignature(_Table, table=True):
+    """A peer's cosignature of one of our checkpoints: its signature line, verbatim."""
+
+    __tablename__ = "cosignatures"
+
+    checkpoint_size: int = Field(
+        primary_key=True,
+        sa_type=_INDEX,
+        sa_column_args=[ForeignKey("checkpoints.size")],
+    )
+    witness: str = Field(primary_key=True, sa_type=_ID)
+    line: str = Field(sa_type=Text)
+    received_at: datetime = Field(sa_type=UTCDateTime)
