@@ -439,8 +439,10 @@ def test_untrusted_node_certificate_exits_1(pair: Pair) -> None:
     run.refused("certificate", "--ca")
 
 
-def test_read_refuses_attachment_name_escaping_the_folder(pair: Pair, tmp_path: Path) -> None:
-    """A hostile sender names an attachment `../…`: the reader saves nothing at all."""
+def test_send_refuses_attachment_name_escaping_the_folder(pair: Pair, tmp_path: Path) -> None:
+    """A hostile sender names an attachment `../…`: the sending node refuses it, stores
+    nothing and sends nothing. (The reader's client refuses such names too, in case a
+    peer's node does not: tests/gateway/test_client.py.)"""
     payload = tmp_path / "payload"
     payload.write_bytes(b"#!/bin/sh\necho pwned\n")
     upload = multipart_upload(
@@ -454,6 +456,7 @@ def test_read_refuses_attachment_name_escaping_the_folder(pair: Pair, tmp_path: 
         },
         [payload],
     )
+    before = accord(pair.a, OPERATOR_A, "outbox", "--json").json()
     context = ssl.create_default_context(cafile=str(pair.a.ca_file))
     with httpx.Client(verify=context) as http:
         response = http.post(
@@ -465,15 +468,9 @@ def test_read_refuses_attachment_name_escaping_the_folder(pair: Pair, tmp_path: 
                 "Content-Length": str(upload.length),
             },
         )
-    assert response.status_code == 201, response.text
-    message_id = response.json()["message_id"]
-    wait_status(pair.a, message_id, "delivered")
-    target = tmp_path / "inbox" / "saved"
-    accord(pair.b, OPERATOR_B, "read", message_id, "--save-attachments", str(target)).refused(
-        "outside the folder"
-    )
-    assert not (tmp_path / "inbox" / "escaped.sh").exists()
-    assert not target.exists() or not any(target.iterdir())
+    assert response.status_code == 422, response.text
+    assert "plain file names" in response.json()["detail"]
+    assert accord(pair.a, OPERATOR_A, "outbox", "--json").json() == before
 
 
 # --- Large attachments stream ----------------------------------------------------------------
