@@ -167,11 +167,15 @@ def local_router(node: Node) -> APIRouter:
         """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
         if user.role not in SENDERS:
             raise _problem(403, f"a user with role {user.role.value} cannot send messages")
-        loop_started: list[_Sending] = []
-
         def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
             sending = _Sending(node, user, meta, readers)  # raises on bad meta
-            loop_started.append(sending)
+            if not readers:
+                # Nothing to stream: the node's shared pool seals it, without the cost of
+                # starting a thread (Thread.start blocks the event loop until it runs).
+                return node.executor.submit(sending._seal_and_store)
+            # Attachments are fed from the event loop while they are sealed, so their job
+            # gets a thread of its own: a shared, bounded pool could leave a job waiting
+            # for a thread while the loop waits for that job to take its data.
             future: Future[Any] = Future()
             threading.Thread(target=sending.run, args=(future,), daemon=True).start()
             return future

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -67,6 +68,14 @@ class Node:
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
     _writes: GroupCommit | None = None
+    _executor: ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """A small pool for short blocking jobs (sealing a message without attachments)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="seal")
+        return self._executor
 
     @property
     def writes(self) -> GroupCommit:
@@ -76,6 +85,8 @@ class Node:
         return self._writes
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         if self._writes is not None:
             self._writes.close()
         self.db.close()
