@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,11 +37,14 @@ from crypto import (
     issue_receipt,
     verify_message,
 )
-from crypto.sealed import PartDigest, Statement, VerifiedMessage
+from crypto.canonical import loads_canonical
+from crypto.sealed import STATEMENT_TYPE, PartDigest, Statement, VerifiedMessage
+from crypto.tls import certificate_fingerprint
 from storage import (
     NewMessage,
     PartRef,
     ReplayedMessage,
+    ReplayEntry,
     StorageError,
     add_receipt,
     find_peer_by_certificate,
@@ -75,8 +79,6 @@ def _authenticated_peer(node: Node, request: Request) -> str | None:
     der = peer_certificate_der(request.scope)
     if der is None:
         return None
-    from crypto.tls import certificate_fingerprint
-
     fingerprint = certificate_fingerprint(der)
     try:
         with node.db.session(readonly=True) as session:
@@ -195,9 +197,6 @@ async def _receive_one(
 def _unverified_statement(envelope: Envelope) -> Statement | None:
     """The statement's shape, read only to know the part sizes on the wire; nothing from
     it is trusted until `_verify` has run."""
-    from crypto.canonical import loads_canonical
-    from crypto.sealed import STATEMENT_TYPE
-
     if envelope.payload_type != STATEMENT_TYPE:
         return None
     try:
@@ -225,8 +224,6 @@ def _verify(node: Node, party: str, envelope: Envelope) -> VerifiedMessage:
 
 
 def _seen(node: Node, party: str, message_id: str) -> str | None:
-    from storage import ReplayEntry
-
     with node.db.session(readonly=True) as session:
         entry = session.get(ReplayEntry, (party, message_id))
         return None if entry is None else entry.envelope_sha256
@@ -318,6 +315,4 @@ def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> li
 
 
 def _accepted(message_id: str, receipt: bytes) -> dict[str, Any]:
-    import json
-
     return {"message_id": message_id, "verdict": "accepted", "receipt": json.loads(receipt)}
