@@ -213,8 +213,11 @@ class TlsIdentity:
                 f"{directory} already holds a TLS key; move it away first or pass overwrite=True"
             )
         salt = _primitives.random_bytes(_primitives.ARGON2ID_SALT_SIZE)
-        opslimit = _primitives.ARGON2ID_OPSLIMIT_MODERATE
-        memlimit = _primitives.ARGON2ID_MEMLIMIT_MODERATE
+        # The same Argon2id cost as the node's other key files (libsodium's "interactive"):
+        # "moderate" needs 256 MiB at every start, four times a node's working memory. The
+        # cost is stored in the file, so existing keys keep theirs.
+        opslimit = _primitives.ARGON2ID_OPSLIMIT_INTERACTIVE
+        memlimit = _primitives.ARGON2ID_MEMLIMIT_INTERACTIVE
         password = _pem_password(passphrase, salt, opslimit, memlimit)
         header = {
             "version": _KDF_VERSION,
