@@ -202,8 +202,13 @@ class Header:
     def mac_input(self) -> bytes:
         """The bytes the MAC covers: the header up to and including "---" (spec "Header MAC").
 
-        Encoded from the stanzas, as age does; for a parsed header it is a prefix of `raw`.
+        For a parsed header it is the prefix of `raw` before the MAC: the parser accepts
+        only the one canonical encoding of each stanza, so these are the bytes age would
+        encode from the stanzas (a test checks both agree); a header built by hand is
+        encoded from its stanzas.
         """
+        if self.raw:
+            return self.raw[: self.raw.rindex(b"\n" + _MAC_PREFIX) + 1 + len(_MAC_PREFIX)]
         return _header_without_mac(self.stanzas)
 
 

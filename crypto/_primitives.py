@@ -195,8 +195,11 @@ def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
 # --- Hashing, MAC, KDF ---------------------------------------------------------------
 
 
+_SHA256 = _hashes.SHA256()  # an algorithm descriptor, without state: shared by every call
+
+
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
-    return HKDF(algorithm=_hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+    return HKDF(algorithm=_SHA256, length=length, salt=salt, info=info).derive(ikm)
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:

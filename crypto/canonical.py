@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import rfc8785
@@ -38,9 +39,15 @@ def dumps(obj: Any) -> bytes:
             return bytes(rfc8785.dumps(obj))
         except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
             raise ValueError(f"cannot serialise canonically: {e}") from e
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
-        "utf-8"
-    )
+    return _stdlib_dumps(obj)
+
+
+# Built once: `json.dumps` and `json.loads` with options build a new coder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _stdlib_dumps(obj: Any) -> bytes:
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def _fast_path_ok(obj: Any) -> bool:
@@ -88,23 +95,43 @@ def _no_floats(text: str) -> Any:
     raise VerificationError(f"non-integer number {text!r} in JSON")
 
 
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+        raise VerificationError(f"integer {text} is outside the interoperable range of JSON")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_float=_no_floats, parse_int=_safe_int, parse_constant=_no_floats)
+
+# A character beyond the Basic Multilingual Plane starts with one of these bytes in UTF-8;
+# without one, the parsed keys sort the same by code point and by UTF-16 code unit.
+_BEYOND_BMP = re.compile(b"[\xf0-\xf4]")
+
+
 def loads_canonical(data: bytes) -> Any:
-    """Parse bytes that must be canonical JSON; raise `VerificationError` otherwise."""
+    """Parse bytes that must be canonical JSON; raise `VerificationError` otherwise.
+
+    The proof is a round trip: the parsed value, serialised again, must give `data` back.
+    A duplicate key, whitespace, an unsorted key or a non-canonical number or escape all
+    make the round trip differ. Parsing refuses floats and integers outside the
+    interoperable range as it meets them, so the parsed value holds only what the stdlib
+    writes in RFC 8785 form; `dumps` (and its type walk) is needed only when a key could
+    sort differently by UTF-16 code units.
+    """
     try:
-        obj = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_float=_no_floats,
-            parse_constant=_no_floats,
-        )
+        obj = _DECODER.decode(data.decode("utf-8"))
     except VerificationError:
         raise
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise VerificationError(f"malformed JSON: {e}") from e
     try:
-        canonical = dumps(obj)
-    except ValueError as e:  # for example an integer outside the interoperable range
-        raise VerificationError(str(e)) from e
+        # A lone surrogate escape parses but cannot be written as UTF-8 (a ValueError).
+        canonical = _stdlib_dumps(obj) if _BEYOND_BMP.search(data) is None else dumps(obj)
+    except ValueError as e:
+        raise VerificationError(f"JSON cannot be canonical: {e}") from e
     if canonical != data:
+        # Name the usual culprit; the slow parse runs only for refused input.
+        json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
         raise VerificationError("JSON is not in canonical (RFC 8785) form")
     return obj

@@ -222,6 +222,21 @@ class SealedMessage:
         return _sign_canonical(STATEMENT_TYPE, self.payload, signers)
 
 
+def _check_draft(draft: MessageDraft) -> None:
+    """Refuse, before any work or signature, a draft whose statement no receiver would
+    parse: the same field parsers `Statement.from_payload` applies, on the draft itself."""
+    for name in ("message_id", "sender", "recipient", "type"):
+        parse_ident(getattr(draft, name), name)
+    if draft.in_reply_to is not None:
+        parse_ident(draft.in_reply_to, "in_reply_to")
+    parse_text(draft.purpose, "purpose")
+    if not isinstance(draft.marking, Mapping) or not isinstance(draft.extensions, Mapping):
+        raise VerificationError("marking and extensions must be mappings")
+    # Statements carry whole seconds in UTC (fixed-width text, so it orders like time).
+    if format_time(draft.expires) <= format_time(draft.created):
+        raise VerificationError("a statement must expire after it was created")
+
+
 def seal_message(
     draft: MessageDraft,
     *,
@@ -248,6 +263,7 @@ def seal_message(
     """
     if not recipients:
         raise ValueError("a message needs at least one recipient key")
+    _check_draft(draft)
     if len(attachments) > MAX_ATTACHMENTS:
         raise ValueError(f"at most {MAX_ATTACHMENTS} attachments")
     random = rng or _primitives.random_bytes
@@ -278,8 +294,6 @@ def seal_message(
         key_commitment=_key_commitment(file_key),
         extensions=dict(draft.extensions),
     )
-    # Parsing our own payload proves the draft's fields are valid before anyone signs it.
-    Statement.from_payload(statement.to_payload())
     return SealedMessage(statement, header, body_payload)
 
 

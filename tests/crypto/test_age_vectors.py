@@ -192,6 +192,8 @@ def test_age_vector_header_round_trip(name: str) -> None:
     vector = load_vector(name)
     header = _age.parse_header(io.BytesIO(vector.age_file))
     assert header.encode() == header.raw
+    # The MAC input taken from the raw bytes is what age encodes from the stanzas.
+    assert header.mac_input == _age._header_without_mac(header.stanzas)
     assert header.raw.startswith(header.mac_input)
     assert vector.age_file.startswith(header.raw)
     rebuilt = _age.Header(header.stanzas, header.mac, header.encode())

@@ -56,3 +56,36 @@ def test_values_no_signed_payload_may_hold_are_refused(value) -> None:
 def test_non_canonical_bytes_refused(data) -> None:
     with pytest.raises(VerificationError):
         loads_canonical(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":"\\ud800"}',  # a lone surrogate escape parses but has no UTF-8 form
+        b"[9007199254740992]",  # beyond the interoperable integer range
+        b"[-0]",
+        b'{"\xef\xbd\xa1":1,"\xf0\x9f\x98\x80":2}',  # code-point order, not UTF-16 order
+        b'{"\\ud83d\\ude00":1}',  # an escaped character that canonical JSON writes raw
+    ],
+)
+def test_non_canonical_edge_cases_refused(data) -> None:
+    with pytest.raises(VerificationError):
+        loads_canonical(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.integers(min_value=0), st.binary(min_size=1, max_size=2))
+def test_any_edit_of_canonical_bytes_is_refused_or_canonical(value, where, insert) -> None:
+    """A spliced-in byte either leaves bytes that are some value's RFC 8785 form, and then
+    parse to that value, or is refused: never a second reading of the same bytes."""
+    try:
+        canonical = rfc8785.dumps(value)
+    except UnicodeEncodeError:
+        return
+    at = where % (len(canonical) + 1)
+    edited = canonical[:at] + insert + canonical[at:]
+    try:
+        parsed = loads_canonical(edited)
+    except VerificationError:
+        return
+    assert rfc8785.dumps(parsed) == edited
