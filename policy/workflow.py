@@ -304,7 +304,7 @@ class Case:
         return (
             self.confirmation_due is not None
             and self.confirmed_at is not None
-            and self.confirmed_at > self.confirmation_due
+            and self.confirmed_at >= self.confirmation_due
         )
 
     def side_of(self, party: str) -> Side:
