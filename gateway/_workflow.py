@@ -464,7 +464,9 @@ def record_outgoing(
             message_id,
             requesting=party,
             requested=recipient,
-            now=now,
+            # The request's signed creation time (statements carry whole seconds): the
+            # peer counts the confirmation window from the very same instant.
+            now=now.replace(microsecond=0),
             periods=periods,
             urgent_oral=plan.urgent_oral,
             confidential_fact=plan.confidential_fact,
