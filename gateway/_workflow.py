@@ -59,6 +59,7 @@ from policy.workflow import (
 from storage import Case as CaseRow
 from storage import (
     Direction,
+    MessageStatus,
     NotFound,
     PartRef,
     Role,
@@ -401,6 +402,12 @@ def plan_outgoing(
         ) from e
     case_id = str(meta.get("in_reply_to"))
     row = _visible_case(session, user, case_id)
+    if get_message(session, case_id).status is MessageStatus.DRAFT:
+        raise WorkflowRefused(
+            f"request {case_id} is still a draft the other Party has not received: a "
+            "signatory signs it first (`accord sign`)",
+            409,
+        )
     case = _policy_case(row)
     if to != (case.requested if party == case.requesting else case.requesting):
         raise WorkflowRefused(f"the steps of case {case_id} go to the other Party, not {to}", 422)

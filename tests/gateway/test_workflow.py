@@ -27,6 +27,7 @@ from storage import (
     User,
     add_peer,
     add_receipt,
+    insert_draft,
     insert_outgoing,
     record_incoming,
 )
@@ -505,5 +506,37 @@ def test_art_13_no_new_requests_after_the_notice_period_but_cases_go_on(
             marking=OFFICIAL,
             lowest_level="OFFICIAL",
             now=end,
+            periods=PERIODS,
+        )
+
+
+def test_attack_step_on_a_request_still_a_draft_is_refused(parties: tuple[Side, Side]) -> None:
+    """The other Party has not received an unsigned request (art. 4.4): no step on it."""
+    by, _ru = parties
+    with by.db.session() as session:
+        insert_draft(session, _message("черновик", BY, RU, type="request"), now=T0)
+    by_plan = _workflow.plan_outgoing
+    with by.db.session() as session:
+        _workflow.record_outgoing(
+            session,
+            _workflow.Outgoing(kind="request", may_wait_as_draft=True),
+            message_id="черновик",
+            party=BY,
+            recipient=RU,
+            user=CLERK_BY,
+            now=T0,
+            periods=PERIODS,
+        )
+    with by.db.session(readonly=True) as session, pytest.raises(WorkflowRefused, match="draft"):
+        by_plan(
+            session,
+            party=BY,
+            user=CLERK_BY,
+            meta={"in_reply_to": "черновик", "workflow": {"kind": "consultation"}},
+            message_type="reply",
+            to=RU,
+            marking=OFFICIAL,
+            lowest_level="OFFICIAL",
+            now=T0,
             periods=PERIODS,
         )
