@@ -66,6 +66,7 @@ from storage import (
     User,
     advance_case,
     agreement_notice_times,
+    case_message_statuses,
     case_of_message,
     create_case,
     get_case,
@@ -243,6 +244,7 @@ def case_view(session: Session, user: User, case_id: str, *, now: datetime) -> d
     row = _visible_case(session, user, case_id)
     case = _policy_case(row)
     steps = list_case_steps(session, case_id)
+    statuses = case_message_statuses(session, case_id)
     view = case.to_dict(now)
     view["allowed"] = {side.value: [k.value for k in case.allowed(side)] for side in Side}
     view["steps"] = [
@@ -255,6 +257,9 @@ def case_view(session: Session, user: User, case_id: str, *, now: datetime) -> d
             "to": s.to_state,
             "at": s.at.isoformat(),
             "detail": s.detail,
+            # A step the peer refused shows as its message's `failed`: the two copies of
+            # the case then differ by that step (docs/workflow.md, "Concurrent steps").
+            "message_status": statuses.get(s.message_id),
         }
         for s in steps
     ]

@@ -47,6 +47,7 @@ from ._blobs import BlobStore, BlobWriter
 from ._cases import (
     advance_case,
     agreement_notice_times,
+    case_message_statuses,
     case_of_message,
     create_case,
     get_case,
@@ -180,6 +181,7 @@ __all__ = [
     "agreement_notice_times",
     "append_leaf",
     "audit_verify",
+    "case_message_statuses",
     "case_of_message",
     "complete",
     "create_case",

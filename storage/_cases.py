@@ -42,6 +42,7 @@ from ._types import as_enum, require_aware
 __all__ = [
     "advance_case",
     "agreement_notice_times",
+    "case_message_statuses",
     "case_of_message",
     "create_case",
     "get_case",
@@ -164,6 +165,16 @@ def list_case_steps(session: Session, case_id: str) -> Sequence[CaseStep]:
     return session.exec(
         select(CaseStep).where(CaseStep.case_id == case_id).order_by(col(CaseStep.seq))
     ).all()
+
+
+def case_message_statuses(session: Session, case_id: str) -> dict[str, str]:
+    """The status of every message that carried a step of the case, in one query."""
+    rows = session.exec(
+        select(Message.message_id, Message.status)
+        .join(CaseStep, col(CaseStep.message_id) == col(Message.message_id))
+        .where(CaseStep.case_id == case_id)
+    ).all()
+    return {message_id: str(status) for message_id, status in rows}
 
 
 def grant_case_access(
