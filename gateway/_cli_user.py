@@ -556,6 +556,10 @@ def status(
             f"({'incoming' if result.get('direction') == 'in' else 'outgoing'})"
         )
     )
+    case = result.get("case")
+    if isinstance(case, dict):
+        overdue = " — written confirmation OVERDUE (art. 4.2)" if case.get("overdue") else ""
+        out.print(Text(f"Case {case.get('case_id')}: {case.get('state')}{overdue}"))
     table = Table()
     table.add_column("At", no_wrap=True)
     table.add_column("Event", no_wrap=True)

@@ -39,7 +39,9 @@ from crypto import (
 from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, Statement, VerifiedMessage
 from policy import DEFAULT_SCHEME, MarkingError
+from policy.workflow import WorkflowError
 from storage import (
+    Conflict,
     Direction,
     KeyKind,
     Message,
@@ -57,12 +59,13 @@ from storage import (
     insert_outgoing,
     list_events,
     list_keys,
-    list_messages,
+    list_peers,
     list_users,
+    list_visible_messages,
     queue_draft,
 )
 
-from . import _admin
+from . import _admin, _workflow
 from ._keystore import KeyStoreError, load_signatory
 from ._parts import open_part, read_part
 from ._runtime import Node, PeerUnknown
@@ -82,6 +85,10 @@ def _problem(status: int, message: str) -> HTTPException:
 
 class SignBody(BaseModel):
     passphrase: str
+
+
+class AccessBody(BaseModel):
+    user: str
 
 
 class NewUserBody(BaseModel):
@@ -167,6 +174,7 @@ def local_router(node: Node) -> APIRouter:
         """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
         if user.role not in SENDERS:
             raise _problem(403, f"a user with role {user.role.value} cannot send messages")
+
         def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
             sending = _Sending(node, user, meta, readers)  # raises on bad meta
             if not readers:
@@ -190,7 +198,7 @@ def local_router(node: Node) -> APIRouter:
         except UploadTooLarge as e:
             raise _problem(413, str(e)) from e
         except (UploadError, _SendRefused) as e:
-            raise _problem(422 if isinstance(e, _SendRefused) else 400, str(e)) from e
+            raise _problem(e.status if isinstance(e, _SendRefused) else 400, str(e)) from e
         node.wake_worker()
         return dict(result)
 
@@ -233,18 +241,29 @@ def local_router(node: Node) -> APIRouter:
     ) -> list[dict[str, Any]]:
         direction = Direction.IN if box == "inbox" else Direction.OUT
         with node.db.session(readonly=True) as session:
-            rows = list_messages(session, direction, limit=limit, offset=offset)
+            # Art. 6.3: a confidential-fact case's messages are left out for users
+            # without need-to-know, in the query itself so that pages stay whole.
+            rows = list_visible_messages(
+                session,
+                direction,
+                user_name=user.name,
+                sees_all=user.role is Role.SIGNATORY,
+                limit=limit,
+                offset=offset,
+            )
         return [_summary(r) for r in rows]
 
     @router.get("/messages/{message_id}/status")
     def status(message_id: str, user: CurrentUser) -> dict[str, Any]:
         with node.db.session(readonly=True) as session:
-            row = _get(session, message_id)
+            row = _get(session, message_id, user)
             events = list_events(session, message_id)
+            case = _workflow.case_summary(session, message_id, now=node.clock())
         return {
             "message_id": message_id,
             "status": row.status.value,
             "direction": row.direction.value,
+            "case": case,
             "events": [
                 {"at": e.at.isoformat(), "event": e.event, "detail": e.detail} for e in events
             ],
@@ -291,11 +310,40 @@ def local_router(node: Node) -> APIRouter:
             media_type="application/octet-stream",
         )
 
+    @router.get("/cases/{case_id}")
+    def case(case_id: str, user: CurrentUser) -> dict[str, Any]:
+        """A request's case: state, overdue flag (art. 4.2), allowed steps, history."""
+        with node.db.session(readonly=True) as session:
+            try:
+                return _workflow.case_view(session, user, case_id, now=node.clock())
+            except _workflow.WorkflowRefused as e:
+                raise _problem(e.status, str(e)) from e
+
+    @router.post("/cases/{case_id}/access")
+    def grant(case_id: str, body: AccessBody, user: CurrentUser) -> dict[str, Any]:
+        """A signatory grants a user need-to-know of a confidential-fact case (art. 6.3)."""
+        try:
+            with node.db.session() as session:
+                return _workflow.grant_access(session, user, case_id, body.user, now=node.clock())
+        except _workflow.WorkflowRefused as e:
+            raise _problem(e.status, str(e)) from e
+
+    @router.get("/agreement")
+    def agreement(user: CurrentUser) -> list[dict[str, Any]]:
+        """Where the agreement stands with each peer (art. 13)."""
+        with node.db.session(readonly=True) as session:
+            peers = [p.party_id for p in list_peers(session)]
+            return _workflow.agreement_view(
+                session, peers, now=node.clock(), periods=_workflow.periods_of(node)
+            )
+
     return router
 
 
 class _SendRefused(Exception):
-    pass
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Sending:
@@ -305,6 +353,12 @@ class _Sending:
         self, node: Node, user: User, meta: dict[str, Any], readers: list[QueueReader]
     ) -> None:
         self.node, self.user, self.readers = node, user, readers
+        try:
+            with node.db.session(readonly=True) as session:
+                # A workflow step names its case; the recipient and purpose follow from it.
+                meta = _workflow.reply_defaults(session, user, meta)
+        except _workflow.WorkflowRefused as e:
+            raise _SendRefused(str(e), e.status) from e
         to = meta.get("to")
         kind = meta.get("type", "request")
         purpose = meta.get("purpose")
@@ -341,9 +395,33 @@ class _Sending:
             raise _SendRefused("body must be text and fields an object")
         self.kind, self.to, self.purpose = kind, to, purpose
         self.in_reply_to = meta.get("in_reply_to")
-        self.extensions = {"urgent_oral": True} if meta.get("urgent_oral") else {}
+        if meta.get("urgent_oral") and kind != "request":
+            raise _SendRefused("--urgent-oral registers an urgent request (art. 4.2)")
+        # The agreement's rules (art. 4 to 7, 13), checked before anything is sealed.
+        self.periods = _workflow.periods_of(node)
+        try:
+            with node.db.session(readonly=True) as session:
+                self.plan = _workflow.plan_outgoing(
+                    session,
+                    party=node.party,
+                    user=user,
+                    meta=meta,
+                    message_type=kind,
+                    to=to,
+                    marking=self.marking,
+                    lowest_level=DEFAULT_SCHEME.levels[0],
+                    now=node.clock(),
+                    periods=self.periods,
+                )
+        except _workflow.WorkflowRefused as e:
+            raise _SendRefused(str(e), e.status) from e
+        self.extensions: dict[str, Any] = dict(self.plan.extensions) if self.plan else {}
+        if self.plan is not None:
+            self.fields = {**self.fields, **self.plan.fields}
         self.signatory = None
-        if kind == "request" and user.role is Role.SIGNATORY:
+        if (kind == "request" and user.role is Role.SIGNATORY) or (
+            self.plan is not None and self.plan.signatory_required
+        ):
             passphrase = meta.get("signatory_passphrase")
             if not isinstance(passphrase, str):
                 raise _SendRefused(
@@ -415,7 +493,6 @@ class _Sending:
 
     def _store(self, sealed: SealedMessage, now: Any) -> dict[str, Any]:
         node = self.node
-        needs_signatory = self.kind == "request"
         signers = [self.signatory, node.seal] if self.signatory else [node.seal]
         envelope = sealed.sign([s for s in signers if s is not None])
         st = sealed.statement
@@ -436,9 +513,31 @@ class _Sending:
                 *(PartRef(p.sha256, p.size) for p in st.attachments),
             ),
         )
-        draft = needs_signatory and self.signatory is None
+        plan = self.plan
+        draft = plan is not None and plan.may_wait_as_draft and self.signatory is None
         insert = insert_draft if draft else insert_outgoing
-        node.writes.run(lambda session: insert(session, message, now=now))
+
+        def write(session: Any) -> None:
+            insert(session, message, now=now)
+            if plan is not None:
+                # The case moves in the transaction that stores the message carrying it.
+                _workflow.record_outgoing(
+                    session,
+                    plan,
+                    message_id=st.message_id,
+                    party=node.party,
+                    recipient=st.recipient,
+                    user=self.user,
+                    now=now,
+                    periods=self.periods,
+                )
+
+        try:
+            node.writes.run(write)
+        except (WorkflowError, StorageError) as e:
+            if isinstance(e, StorageError) and not isinstance(e, Conflict):
+                raise
+            raise _SendRefused(f"{e}: the case changed meanwhile, see `accord case`", 409) from e
         return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
 
 
@@ -458,11 +557,15 @@ def _require_admin(user: User) -> None:
         raise _problem(403, "only an admin manages users")
 
 
-def _get(session: Any, message_id: str) -> Message:
+def _get(session: Any, message_id: str, user: User | None = None) -> Message:
+    """The message, or 404; the same 404 when `user` may not know it exists (art. 6.3)."""
     try:
-        return get_message(session, message_id)
+        row = get_message(session, message_id)
     except NotFound as e:
         raise _problem(404, f"no message {message_id} on this node") from e
+    if user is not None and not _workflow.is_visible(session, user, message_id):
+        raise _problem(404, f"no message {message_id} on this node")
+    return row
 
 
 def _summary(row: Message) -> dict[str, Any]:
@@ -500,7 +603,7 @@ def _opener_for(
     if user.role not in READERS:
         raise _problem(403, f"a user with role {user.role.value} cannot read message content")
     with node.db.session(readonly=True) as session:
-        row = _get(session, message_id)
+        row = _get(session, message_id, user)
     try:
         allowed = DEFAULT_SCHEME.may_read(user.clearance, DEFAULT_SCHEME.parse(row.marking))
     except MarkingError:

@@ -11,8 +11,11 @@ Checklist for every delivered message (DESIGN guarantees 1, 5, 6; STYLE "verific
     answered with the original receipt, and a replay otherwise, refused.
  6. Each part streams into the blob store and must hash to its signed digest before it
     becomes visible; a mismatch discards it.
- 7. Only then is the message recorded (message, parts, replay entry, event and our signed
-    receipt in one transaction) and the receipt returned.
+ 7. The agreement's workflow: a request carries its art. 4.3 fields, a step on a case
+    is one the case allows (a refusal with its reasons, art. 5.3), no new request after
+    the agreement ended (art. 13.1) (`_workflow.inspect_delivery`).
+ 8. Only then is the message recorded (message, parts, replay entry, event, our signed
+    receipt and the case's step in one savepoint) and the receipt returned.
 Every refusal looks the same to the peer; the reason goes to this node's log.
 """
 
@@ -40,6 +43,7 @@ from crypto import (
 from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, PartDigest, Statement, VerifiedMessage
 from crypto.tls import certificate_fingerprint
+from policy.workflow import WorkflowError
 from storage import (
     NewMessage,
     PartRef,
@@ -52,6 +56,7 @@ from storage import (
     record_incoming,
 )
 
+from . import _workflow
 from ._parts import INLINE_MAX
 from ._runtime import Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
@@ -72,6 +77,7 @@ class _Accepted:
     message: NewMessage
     receipt: bytes
     new_blobs: list[str]
+    workflow: _workflow.Incoming | None = None
 
 
 def _authenticated_peer(node: Node, request: Request) -> str | None:
@@ -163,6 +169,14 @@ async def _receive_one(
     except _Refused as e:
         _log_refusal(message_id, party, e)
         return (message_id,)
+    try:  # 7
+        workflow = await asyncio.to_thread(
+            _workflow.inspect_delivery, node, party, verified, header, parts
+        )
+    except (WorkflowError, VerificationError, StorageError, PeerUnknown) as e:
+        _log_refusal(message_id, party, e)
+        _discard(node, new_blobs)
+        return (message_id,)
     now = node.clock()
     receipt = issue_receipt(
         Receipt(
@@ -191,7 +205,7 @@ async def _receive_one(
         in_reply_to=st.in_reply_to,
         parts=tuple(parts),
     )
-    return _Accepted(message, receipt, new_blobs)
+    return _Accepted(message, receipt, new_blobs, workflow)
 
 
 def _unverified_statement(envelope: Envelope) -> Statement | None:
@@ -217,6 +231,9 @@ def _verify(node: Node, party: str, envelope: Envelope) -> VerifiedMessage:
         raise _Refused("no signature by the peer's seal")
     if (
         verified.statement.type == "request"
+        # An urgent oral request is registered under the seal; its written confirmation
+        # is what the head or deputy signs (art. 4.2, 4.4; see `_workflow`).
+        and verified.statement.extensions.get("urgent_oral") is not True
         and not verified.evidence.key_ids & keys.signatories.keys()
     ):
         raise _Refused("a request must be signed by the peer's head or deputy (art. 4.4)")
@@ -290,11 +307,26 @@ def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> li
         for item in accepted:
             m = item.message
             try:
-                record_incoming(session, m, now=now)
-                add_receipt(
-                    session, m.message_id, envelope=item.receipt, verdict="accepted", now=now
-                )
+                with session.begin_nested():
+                    record_incoming(session, m, now=now)
+                    add_receipt(
+                        session, m.message_id, envelope=item.receipt, verdict="accepted", now=now
+                    )
+                    if item.workflow is not None:  # 8: the case moves with the message
+                        _workflow.record_incoming_step(
+                            session,
+                            item.workflow,
+                            message_id=m.message_id,
+                            now=now,
+                            periods=_workflow.periods_of(node),
+                        )
                 results.append(_accepted(m.message_id, item.receipt))
+            except WorkflowError as e:
+                # The case changed since the step was inspected (another message of the
+                # batch, or of a concurrent delivery, moved it): refused like any other.
+                _log_refusal(m.message_id, m.sender, e)
+                _discard(node, item.new_blobs)
+                results.append({"message_id": m.message_id, "verdict": "refused"})
             except ReplayedMessage:
                 # Delivered twice in one batch or by two requests at once: answer with the
                 # receipt that was stored first.

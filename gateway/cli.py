@@ -401,4 +401,5 @@ def main() -> None:
     app()
 
 
-from . import _cli_node, _cli_user  # noqa: E402, F401 - register serve and the users commands
+# Register serve, the users' commands and the workflow's (reply, confirm, case, agreement).
+from . import _cli_node, _cli_user, _cli_workflow  # noqa: E402, F401

@@ -41,11 +41,15 @@ from sqlmodel import Field, SQLModel
 from ._types import JSON_DOCUMENT, EnumText, UTCDateTime
 
 __all__ = [
+    "AgreementNotice",
     "AuditCheckpoint",
     "AuditCosignature",
     "AuditLeaf",
     "AuditNode",
     "AuditState",
+    "Case",
+    "CaseAccess",
+    "CaseStep",
     "Direction",
     "Key",
     "KeyKind",
@@ -378,3 +382,90 @@ class AuditCosignature(_Table, table=True):
     witness: str = Field(primary_key=True, sa_type=_ID)
     line: str = Field(sa_type=Text)
     received_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# --- The request workflow (agreement art. 4 to 6, 7.4, 13; see `_cases`) ---------------
+
+
+class Case(_Table, table=True):
+    """Where one request for assistance stands (the case's id is the request's message
+    id). States and steps are the policy's names, stored as text."""
+
+    __tablename__ = "cases"
+
+    case_id: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("messages.message_id", ondelete="CASCADE")],
+    )
+    requesting: str = Field(sa_type=_ID)
+    requested: str = Field(sa_type=_ID)
+    state: str = Field(sa_type=String(32))
+    opened: datetime = Field(sa_type=UTCDateTime)
+    urgent_oral: bool = Field(default=False, sa_type=Boolean)
+    confirmation_due: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    partially_refused: bool = Field(default=False, sa_type=Boolean)
+    conditions_accepted: bool = Field(default=False, sa_type=Boolean)
+    disclosure_noticed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Art. 6.3: the requester asked that the fact of the request stay confidential.
+    confidential_fact: bool = Field(default=False, sa_type=Boolean)
+    steps: int = Field(default=0, sa_type=Integer)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CaseStep(_Table, table=True):
+    """One transition of a case, with the message that carried it (history, both ways)."""
+
+    __tablename__ = "case_steps"
+    __table_args__ = (UniqueConstraint("case_id", "seq"),)
+
+    id: int | None = Field(
+        default=None,
+        primary_key=True,
+        sa_type=BigInteger().with_variant(Integer(), "sqlite"),
+    )
+    case_id: str = Field(
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("cases.case_id", ondelete="CASCADE")],
+    )
+    seq: int = Field(sa_type=Integer)
+    kind: str = Field(sa_type=String(32))
+    party: str = Field(sa_type=_ID)
+    message_id: str = Field(sa_type=_ID)
+    from_state: str | None = Field(default=None, sa_type=String(32))
+    to_state: str = Field(sa_type=String(32))
+    at: datetime = Field(sa_type=UTCDateTime)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DOCUMENT)
+
+
+class CaseAccess(_Table, table=True):
+    """A local user with need-to-know of a case whose very existence is confidential
+    (art. 6.3). Signatories (head and deputies) always have it."""
+
+    __tablename__ = "case_access"
+
+    case_id: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("cases.case_id", ondelete="CASCADE")],
+    )
+    user_name: str = Field(primary_key=True, sa_type=_ID)
+    granted_by: str = Field(sa_type=_ID)
+    granted_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AgreementNotice(_Table, table=True):
+    """A notice about the agreement itself (art. 13: termination), sent or received."""
+
+    __tablename__ = "agreement_notices"
+
+    message_id: str = Field(
+        primary_key=True,
+        sa_type=_ID,
+        sa_column_args=[ForeignKey("messages.message_id", ondelete="CASCADE")],
+    )
+    peer: str = Field(sa_type=_ID, index=True)
+    direction: Direction = Field(sa_type=EnumText(Direction, 8))
+    kind: str = Field(sa_type=String(32))
+    recorded_at: datetime = Field(sa_type=UTCDateTime)

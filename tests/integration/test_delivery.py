@@ -167,6 +167,11 @@ def test_operator_request_waits_for_signatory_then_delivered(nodes: SimpleNamesp
         type="request",
         purpose="Запрос информации о транспортном средстве",
         body="Просим сообщить сведения о владельце.",
+        fields={
+            "essence": "Сведения о транспортном средстве",
+            "justification": "Проверка по делу № 7 (ст. 4 Соглашения)",
+            "assistance": "Сообщить сведения о владельце",
+        },
     )
     message_id = _sent(response)
     # Art. 4.4: an operator's request is only a draft until a signatory signs it.

@@ -50,6 +50,11 @@ def confidential(nodes: SimpleNamespace) -> str:
         marking={"level": "CONFIDENTIAL", "caveats": []},
         purpose="Установление связей фигуранта",
         body="Содержание запроса для допущенных лиц.",
+        fields={
+            "essence": "Сведения о транспортном средстве",
+            "justification": "Проверка по делу № 7 (ст. 4 Соглашения)",
+            "assistance": "Сообщить сведения о владельце",
+        },
         attachments=[("справка.txt", ATTACHMENT)],
     )
     assert response.status_code == 201, response.text
@@ -138,6 +143,11 @@ def test_request_with_wrong_signatory_passphrase_refused(nodes: SimpleNamespace)
         to=b,
         type="request",
         body="подписано чужим паролем",
+        fields={
+            "essence": "Сведения о транспортном средстве",
+            "justification": "Проверка по делу № 7 (ст. 4 Соглашения)",
+            "assistance": "Сообщить сведения о владельце",
+        },
         signatory_passphrase="угаданный пароль",
         attachments=[("вложение.txt", ATTACHMENT)],
     )

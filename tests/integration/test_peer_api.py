@@ -56,6 +56,12 @@ REFUSED = {"verdict": "refused"}
 ATTACHMENT = "Служебная записка: сведения о лице.\n".encode() * 3000
 ANNEX = "Приложение: перечень документов.\n".encode() * 3000
 
+REQUEST_FIELDS = {
+    "essence": "Проверка сведений о лице",
+    "justification": "Расследование по делу № 5 (ст. 4 Соглашения)",
+    "assistance": "Сообщить сведения о регистрации",
+}
+
 
 def _u32(n: int) -> bytes:
     return struct.pack(">I", n)
@@ -132,7 +138,9 @@ class Forger:
                 {"name": f"записка-{i}.txt", "size": o.size, "sha256": o.sha256}
                 for i, o in enumerate(opened)
             ]
-            return canonical_json({"v": 1, "text": text, "fields": {}, "attachments": manifest})
+            # A request carries the art. 4.3 fields, which the receiving node checks.
+            fields = REQUEST_FIELDS if type == "request" else {}
+            return canonical_json({"v": 1, "text": text, "fields": fields, "attachments": manifest})
 
         sinks = [io.BytesIO() for _ in attachments]
         sealed = seal_message(
