@@ -53,7 +53,7 @@ from storage import (
 )
 
 from ._parts import INLINE_MAX
-from ._runtime import Node, PeerUnknown
+from ._runtime import PROFILE_HEADER, Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
 from ._tls import peer_certificate_der
 
@@ -96,6 +96,9 @@ def peer_router(node: Node) -> APIRouter:
         party = _authenticated_peer(node, request)
         if party is None:
             log.warning("delivery refused: client certificate not pinned to any peer")
+            return JSONResponse(REFUSED, status_code=403)
+        if request.headers.get(PROFILE_HEADER) != node.profile.digest:
+            log.warning("delivery from %s refused: it runs another agreement profile", party)
             return JSONResponse(REFUSED, status_code=403)
         reader = AsyncByteReader(request.stream())
         try:

@@ -17,6 +17,7 @@ from .profile import (
     ProfileError,
     default_profile,
     load_profile,
+    profile_or_default,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "ProfileError",
     "default_profile",
     "load_profile",
+    "profile_or_default",
 ]

@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ __all__ = [
     "ProfileError",
     "default_profile",
     "load_profile",
+    "profile_or_default",
 ]
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "profiles"
@@ -262,8 +264,14 @@ def load_profile(path: Path) -> Profile:
     return Profile.parse(text, str(path))
 
 
+def profile_or_default(path: Path) -> Profile:
+    """The profile at `path` (a node home's copy), or the reference one if there is none."""
+    return load_profile(path) if path.exists() else default_profile()
+
+
+@functools.cache
 def default_profile() -> Profile:
-    """The reference agreement's profile (deploy/profiles/reference.toml)."""
+    """The reference agreement's profile (deploy/profiles/reference.toml), read once."""
     return load_profile(DEFAULT_PROFILE_PATH)
 
 

@@ -44,6 +44,8 @@ from crypto import (
 from crypto.tls import TlsIdentity, client_context
 from gateway._admin import read_descriptor
 from gateway._keystore import NodeKeys, load_signatory
+from gateway._runtime import PROFILE_HEADER
+from policy import default_profile
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess
 
 pytestmark = pytest.mark.integration
@@ -188,7 +190,10 @@ def deliver(client: httpx.Client, body: bytes) -> httpx.Response:
     return client.post(
         "/peer/v1/messages",
         content=body,
-        headers={"content-type": "application/vnd.accord.delivery-stream"},
+        headers={
+            "content-type": "application/vnd.accord.delivery-stream",
+            PROFILE_HEADER: default_profile().digest,
+        },
     )
 
 
