@@ -52,6 +52,7 @@ from storage import (
     record_incoming,
 )
 
+from ._consent import check_incoming_control, record_incoming_control
 from ._parts import INLINE_MAX
 from ._runtime import PROFILE_HEADER, Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
@@ -151,6 +152,7 @@ async def _receive_one(
     message_id = statement.message_id
     try:
         verified = _verify(node, party, envelope)  # 3, 4
+        check_incoming_control(node, party, verified.statement)  # 4a: consent tokens (art. 7.3)
         seen = _seen(node, party, message_id)  # 5
         if seen is not None and seen != envelope.sha256:
             raise _Refused("replay of a recorded message id with other content")
@@ -294,6 +296,7 @@ def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> li
             m = item.message
             try:
                 record_incoming(session, m, now=now)
+                record_incoming_control(session, node, m)
                 add_receipt(
                     session, m.message_id, envelope=item.receipt, verdict="accepted", now=now
                 )
