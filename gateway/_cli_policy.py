@@ -206,6 +206,28 @@ def forward(
 
 
 @app.command()
+def remark(
+    message_id: IdArgument,
+    marking: Annotated[
+        str, typer.Option("--marking", metavar="LEVEL", help="The new level.", show_default=False)
+    ],
+    node: NodeOption,
+    token: TokenOption,
+    caveat: Annotated[
+        list[str] | None, typer.Option("--caveat", metavar="C", help="A caveat (repeatable).")
+    ] = None,
+    ca: CaOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Change the marking of a message you originated (art. 7.1): a new statement signed
+    by this node's seal goes to the recipient; no one else can change a marking."""
+    with _refusals(), PolicyClient(node, token, ca) as client:
+        result = client.remark(message_id, marking, list(caveat or []))
+    level = result.get("marking", {}).get("level")
+    _show(result, json_output, f"message {message_id} re-marked {level}")
+
+
+@app.command()
 def provenance(
     message_id: IdArgument,
     node: NodeOption,

@@ -54,6 +54,7 @@ from crypto.consent import (
     verify_revocation,
 )
 from crypto.sealed import Statement
+from policy import MarkingError
 from storage import (
     ConsentRecord,
     Direction,
@@ -80,6 +81,7 @@ __all__ = [
     "consent_router",
     "grant_consent",
     "record_incoming_control",
+    "remark_message",
     "request_consent",
     "revoke_consent",
     "use_for_purpose",
@@ -89,7 +91,8 @@ log = logging.getLogger("accord.consent")
 audit_log = logging.getLogger("accord.audit")
 
 CONSENT, REVOCATION, CONSENT_REQUEST = "consent", "consent-revocation", "consent-request"
-CONTROL_TYPES = (CONSENT, REVOCATION, CONSENT_REQUEST)
+REMARK = "remark"
+CONTROL_TYPES = (CONSENT, REVOCATION, CONSENT_REQUEST, REMARK)
 GRANTED, USED, REVOKED = "granted", "used", "revoked"
 USERS = (Role.OPERATOR, Role.SIGNATORY)
 
@@ -186,7 +189,7 @@ def grant_consent(
         forwarder=forwarder,
         third_party=third_party,
         purpose=purpose,
-        marking=dict(row.marking),
+        marking=dict(_signed_marking(envelope)),
         issued=now,
         expires=expires,
     )
@@ -293,6 +296,59 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
         node, "consent-revoked", {"message_id": record.message_id, "nonce": nonce, "by": user.name}
     )
     return {"nonce": nonce, "status": REVOKED, "sent_as": control.message_id}
+
+
+def remark_message(node: Node, user: User, message_id: str, marking: Any) -> dict[str, Any]:
+    """Change the marking of a message this node originated (art. 7.1: the transmitting
+    Party determines confidentiality). The re-marking is a new statement signed by this
+    node's seal, sent to the recipient as a `remark` message; the original statement and
+    its signature stay as they were."""
+    now = node.clock()
+    _require_user(user)
+    row = _own_message(node, message_id)
+    try:
+        new = node.profile.scheme.parse_for_sending(marking)
+    except MarkingError as e:
+        raise ConsentRefused(str(e), 422) from e
+    if not node.profile.scheme.may_read(user.clearance, new):
+        raise ConsentRefused(
+            f"your clearance {user.clearance} is below the marking {new.level}", 403
+        )
+    envelope = Envelope.from_bytes(row.envelope)
+    change = {
+        "message_id": message_id,
+        "statement_sha256": envelope.payload_sha256,
+        "marking": new.to_dict(),
+    }
+    text = f"Изменена маркировка сообщения {message_id}: {new.level} (ст. 7.1 Соглашения)."
+    control = _control_message(node, row.recipient, REMARK, row, text, {"remark": change}, now)
+    with node.db.session() as session:
+        stored = session.get(Message, message_id)
+        if stored is None:
+            raise ConsentRefused(f"no message {message_id} on this node", 404)
+        old = dict(stored.marking)
+        stored.marking = new.to_dict()
+        session.add(stored)
+        insert_outgoing(session, control, now=now)
+        add_event(
+            session,
+            message_id,
+            "remarked",
+            now=now,
+            detail={
+                "from": old,
+                "to": new.to_dict(),
+                "by": user.name,
+                "sent_as": control.message_id,
+            },
+        )
+    node.wake_worker()
+    _audit_event(node, "remarked", {"message_id": message_id, "to": new.to_dict()})
+    return {"message_id": message_id, "marking": new.to_dict(), "sent_as": control.message_id}
+
+
+def _signed_marking(envelope: Envelope) -> Mapping[str, Any]:
+    return Statement.from_payload(loads_canonical(envelope.payload)).marking
 
 
 # --- The holder's side --------------------------------------------------------------------
@@ -473,17 +529,36 @@ def check_incoming_control(node: Node, party: str, statement: Statement) -> None
         _incoming_token(node, party, statement)
     elif statement.type == REVOCATION:
         _incoming_revocation(node, party, statement)
+    elif statement.type == REMARK:
+        _incoming_remark(node, party, statement)
 
 
 def record_incoming_control(session: Session, node: Node, message: NewMessage) -> None:
     """Peer API, in the transaction that records the control message: record the token,
     or apply the revocation."""
-    if message.type not in (CONSENT, REVOCATION):
+    if message.type not in (CONSENT, REVOCATION, REMARK):
         return
     statement = Statement.from_payload(
         loads_canonical(Envelope.from_bytes(message.envelope).payload)
     )
     now = node.clock()
+    if message.type == REMARK:
+        target, new = _incoming_remark(node, message.sender, statement)
+        row = session.get(Message, target)
+        if row is not None:
+            old = dict(row.marking)
+            row.marking = new
+            session.add(row)
+            session.flush()
+            add_event(
+                session,
+                target,
+                "remarked",
+                now=now,
+                detail={"from": old, "to": new, "statement": message.message_id},
+            )
+            _audit_event(node, "remarked", {"message_id": target, "to": new})
+        return
     if message.type == CONSENT:
         token, raw = _incoming_token(node, message.sender, statement)
         if session.get(ConsentRecord, token.nonce) is None:
@@ -560,6 +635,28 @@ def _incoming_token(node: Node, party: str, statement: Statement) -> tuple[Conse
     ):
         raise VerificationError("the consent token is for a message this node did not receive")
     return token, raw
+
+
+def _incoming_remark(node: Node, party: str, statement: Statement) -> tuple[str, dict[str, Any]]:
+    """A re-marking counts only from the originator of the message it names (art. 7.1),
+    for the exact statement this node holds, and only with a marking the profile carries."""
+    change = statement.extensions.get("remark")
+    if not isinstance(change, dict):
+        raise VerificationError("a remark message must carry the new marking")
+    target = change.get("message_id")
+    with node.db.session(readonly=True) as session:
+        row = session.get(Message, target) if isinstance(target, str) else None
+    if (
+        row is None
+        or row.sender != party
+        or Envelope.from_bytes(row.envelope).payload_sha256 != change.get("statement_sha256")
+    ):
+        raise VerificationError("a re-marking must come from the originator of a message held here")
+    try:
+        new = node.profile.scheme.parse_for_sending(change.get("marking"))
+    except MarkingError as e:
+        raise VerificationError(f"the new marking is not the profile's: {e}") from e
+    return row.message_id, new.to_dict()
 
 
 def _incoming_revocation(
@@ -695,6 +792,11 @@ class UseBody(BaseModel):
     purpose: str
 
 
+class MarkingBody(BaseModel):
+    level: str
+    caveats: list[str] = []
+
+
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
@@ -763,6 +865,14 @@ def consent_router(node: Node) -> APIRouter:
     def use(message_id: str, body: UseBody, user: CurrentUser) -> dict[str, Any]:
         try:
             return use_for_purpose(node, user, message_id, body.purpose)
+        except ConsentRefused as e:
+            raise _problem(e) from e
+
+    @router.post("/messages/{message_id}/marking")
+    def remark(message_id: str, body: MarkingBody, user: CurrentUser) -> dict[str, Any]:
+        """The originator changes a message's marking by a new signed statement (art. 7.1)."""
+        try:
+            return remark_message(node, user, message_id, body.model_dump())
         except ConsentRefused as e:
             raise _problem(e) from e
 

@@ -39,6 +39,10 @@ class PolicyClient(LocalClient):
             raise ClientError("the node answered with something other than a consent list")
         return document
 
+    def remark(self, message_id: str, level: str, caveats: list[str]) -> dict[str, Any]:
+        body = {"level": level, "caveats": caveats}
+        return self._object("POST", f"/messages/{_id(message_id)}/marking", body)
+
     def provenance(self, message_id: str) -> dict[str, Any]:
         return self._object("GET", f"/messages/{_id(message_id)}/provenance", None)
 

@@ -35,6 +35,7 @@ from gateway._consent import (
     ConsentRefused,
     grant_consent,
     list_consents,
+    remark_message,
     request_consent,
     revoke_consent,
     use_for_purpose,
@@ -560,3 +561,72 @@ def test_third_party_refusal_is_uniform_and_reveals_nothing(world: World) -> Non
         )
     )
     assert world.stored_at_c() == 0
+
+
+# --- Markings: set and changed only by the originator (art. 7.1, 7.5) ---------------------
+
+
+def _reader(node: Node, name: str, clearance: str) -> User:
+    _admin.add_user(node.home, name, role=Role.OPERATOR, clearance=clearance, now=START)
+    with node.db.session(readonly=True) as session:
+        return get_user(session, name)
+
+
+def test_remarking_by_the_originator_is_a_new_signed_statement_and_gates_reading(
+    world: World,
+) -> None:
+    from fastapi import HTTPException
+
+    from gateway._local_api import _opener_for
+
+    message_id = send(world)
+    reader = _reader(world.b, "стажёр", "RESTRICTED")
+    with pytest.raises(HTTPException, match="above your clearance"):
+        _opener_for(world.b, reader, message_id)
+    changed = remark_message(
+        world.a, world.users[A], message_id, {"level": "RESTRICTED", "caveats": ["ORCON"]}
+    )
+    assert deliver(world.a, world.b, changed["sent_as"]) == "accepted"
+    with world.b.db.session(readonly=True) as session:
+        row = session.get(Message, message_id)
+        statement = session.get(Message, changed["sent_as"])
+        assert row is not None and statement is not None
+        assert row.marking == {"level": "RESTRICTED", "caveats": ["ORCON"]}
+        # The re-marking is the originator's own signed statement, kept verbatim.
+        assert statement.sender == A and statement.type == "remark"
+    assert "remarked" in events(world.b, message_id)
+    _opener_for(world.b, reader, message_id)  # now within the reader's clearance
+
+
+def test_attack_remarking_by_another_party_than_the_originator_is_refused(world: World) -> None:
+    from gateway._consent import REMARK, _control_message
+
+    message_id = send(world)
+    with world.b.db.session(readonly=True) as session:
+        held = session.get(Message, message_id)
+        assert held is not None
+    change = {
+        "message_id": message_id,
+        "statement_sha256": Envelope.from_bytes(held.envelope).payload_sha256,
+        "marking": {"level": "OFFICIAL", "caveats": []},
+    }
+    forged = _control_message(world.c, B, REMARK, held, "понижение", {"remark": change}, START)
+    with world.c.db.session() as session:
+        insert_outgoing(session, forged, now=START)
+    assert deliver(world.c, world.b, forged.message_id) == "refused"
+    with world.b.db.session(readonly=True) as session:
+        row = session.get(Message, message_id)
+        assert row is not None and row.marking["level"] == "CONFIDENTIAL"
+
+
+def test_attack_forwarder_cannot_remark_a_received_message(world: World) -> None:
+    message_id = send(world)
+    with pytest.raises(ConsentRefused, match="only the originator"):
+        remark_message(world.b, world.users[B], message_id, {"level": "OFFICIAL"})
+
+
+def test_remarking_to_a_state_secret_level_is_refused(world: World) -> None:
+    """Art. 7.5: state secrets never enter the gateway, not even by re-marking."""
+    message_id = send(world)
+    with pytest.raises(ConsentRefused, match=r"art\. 7\.5"):
+        remark_message(world.a, world.users[A], message_id, {"level": "SECRET"})
