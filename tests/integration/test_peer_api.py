@@ -521,3 +521,20 @@ def test_refusals_look_alike(
     status, content_type, _length, body = first
     assert (status, content_type) == (200, "application/json")
     assert httpx.Response(200, content=body).json() == {"results": [refused("<id>")]}
+
+
+@pytest.mark.parametrize("profile", [None, "0" * 64])
+def test_attack_peer_under_another_agreement_profile_refused(
+    nodes: SimpleNamespace, forger: Forger, as_b: httpx.Client, profile: str | None
+) -> None:
+    """Both nodes must hold the same agreement profile: a delivery without the profile
+    digest, or with another one, gets the uniform refusal and stores nothing."""
+    victim = Victim(nodes.a)
+    message = forger.craft(to=nodes.a.party)
+    headers = {"content-type": "application/vnd.accord.delivery-stream"}
+    if profile is not None:
+        headers[PROFILE_HEADER] = profile
+    response = as_b.post("/peer/v1/messages", content=stream(message), headers=headers)
+    assert response.status_code == 403
+    assert response.json() == {"error": "refused"}
+    victim.assert_unchanged(message.message_id)
