@@ -190,16 +190,16 @@ def _prepare(node: Node, message_id: str, to: str, purpose: str | None) -> _Prep
     row = _received_message(node, message_id)  # 1
     if row.header is None:
         raise ConsentRefused(f"message {message_id} has no content on this node")
-    try:
-        peer = node.peer_keys(to)
-    except PeerUnknown as e:
-        raise ConsentRefused(
-            f"{to!r} is not an active peer of this node: onboard it with `accord peer add`"
-        ) from e
     with node.db.session() as session:
         record = usable_consent(session, node, message_id, to, purpose)  # 2
         if record.third_party == node.party:
             raise ConsentRefused("a consent to use for another purpose does not cover a transfer")
+        try:
+            peer = node.peer_keys(to)
+        except PeerUnknown as e:
+            raise ConsentRefused(
+                f"{to!r} is not an active peer of this node: onboard it with `accord peer add`"
+            ) from e
         try:  # 3
             originator = node.peer_keys(row.sender)
             verified = _verify_stored(node, row)
