@@ -162,6 +162,10 @@ def grant_consent(
     _require_user(user)
     row = _own_message(node, message_id)  # 1
     forwarder = forwarder or row.recipient
+    if forwarder == node.party:
+        raise ConsentRefused(
+            "--forwarder is the Party that received the message, not this one", 422
+        )
     if third_party == node.party:  # 2
         raise ConsentRefused("the originator needs no consent for its own information", 422)
     if not purpose.strip():  # 3
