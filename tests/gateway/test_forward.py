@@ -630,3 +630,12 @@ def test_remarking_to_a_state_secret_level_is_refused(world: World) -> None:
     message_id = send(world)
     with pytest.raises(ConsentRefused, match=r"art\. 7\.5"):
         remark_message(world.a, world.users[A], message_id, {"level": "SECRET"})
+
+
+def test_consent_naming_the_originator_as_forwarder_is_refused(world: World) -> None:
+    message_id = send(world)
+    with pytest.raises(ConsentRefused, match="--forwarder is the Party that received"):
+        grant_consent(
+            world.a, world.users[A], message_id, third_party=C, purpose=PURPOSE,
+            expires=world.clock() + timedelta(days=1), forwarder=A,
+        )  # fmt: skip
