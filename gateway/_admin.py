@@ -43,6 +43,7 @@ from crypto import (
     load_private_key,
 )
 from crypto.descriptor import NodeDescriptor, Signatory, format_fingerprint, verify_descriptor
+from policy import Profile, ProfileError, profile_or_default
 from storage import (
     Database,
     KeyKind,
@@ -349,15 +350,25 @@ def _certificate_hosts(*addresses: HostPort) -> list[str]:
 
 def _read_profile(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as e:
         raise AdminError(f"cannot read --profile {path}: {e.strerror}. Check the path") from e
+    try:
+        Profile.parse(data.decode("utf-8"), str(path))
+    except UnicodeDecodeError as e:
+        raise AdminError(f"--profile {path} is not UTF-8 text. Check the file") from e
+    except ProfileError as e:
+        raise AdminError(f"{e}. Fix the profile or use deploy/profiles/reference.toml") from e
+    return data
 
 
-def _profile_digest(home: Home) -> str | None:
-    if not home.profile_file.exists():
-        return None
-    return hashlib.sha256(home.profile_file.read_bytes()).hexdigest()
+def _profile_digest(home: Home) -> str:
+    """The digest of the node's agreement profile (the reference one unless `init
+    --profile` gave another); peers compare it before they talk at all."""
+    try:
+        return profile_or_default(home.profile_file).digest
+    except ProfileError as e:
+        raise AdminError(f"{e}. Restore the node's profile.toml") from e
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -412,7 +423,7 @@ def _descriptor(
     keys: NodeKeys,
     signatories: Sequence[Signatory],
     now: datetime,
-    profile_sha256: str | None,
+    profile_sha256: str,
 ) -> NodeDescriptor:
     return NodeDescriptor(
         party=config.party,
@@ -474,6 +485,15 @@ def add_peer(
             raise AdminError(
                 f"this descriptor is this node's own (party {config.party}). "
                 "Add the other Party's descriptor"
+            )
+        # 3a. Both nodes must hold the same agreement profile (same Parties, markings,
+        #     periods): a peer under another agreement is refused before it is trusted.
+        ours = _profile_digest(home)
+        if descriptor.profile_sha256 != ours:
+            raise AdminError(
+                f"{descriptor.party} runs another agreement profile "
+                f"({(descriptor.profile_sha256 or 'none')[:16]}…, ours {ours[:16]}…). "
+                "Agree on one profile file and `accord init --profile` both nodes with it"
             )
         with _open_db(config) as db, db.session() as session:
             change = _store_descriptor(session, descriptor, text, now)

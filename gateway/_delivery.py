@@ -44,7 +44,7 @@ from storage import (
 )
 
 from ._parts import open_part
-from ._runtime import Node, PeerKeys, PeerUnknown
+from ._runtime import PROFILE_HEADER, Node, PeerKeys, PeerUnknown
 from ._stream import END, MAGIC, frame_lengths
 
 __all__ = ["DeliveryWorker", "PeerTransport"]
@@ -76,7 +76,10 @@ class PeerTransport:
         response = await self.client(peer).post(
             "/peer/v1/messages",
             content=body,
-            headers={"content-type": "application/vnd.accord.delivery-stream"},
+            headers={
+                "content-type": "application/vnd.accord.delivery-stream",
+                PROFILE_HEADER: self._node.profile.digest,
+            },
         )
         response.raise_for_status()
         data = response.json()

@@ -1,15 +1,19 @@
 """`accord demo`: the agreement's exchange end to end on real nodes, with a transcript.
 
-Two Parties' nodes are created in a temporary folder (SQLite each), introduced to each
-other by their signed descriptors and fingerprints, and run as separate `accord serve`
-processes talking mutual TLS on loopback. Then, through each node's local API, as its users
-would with `accord send`, `accord read` and so on:
+Two Parties' nodes and a third party's are created in a temporary folder (SQLite each),
+introduced to each other by their signed descriptors and fingerprints, and run as separate
+`accord serve` processes talking mutual TLS on loopback. Then, through each node's local
+API, as its users would with `accord send`, `accord read` and so on:
 
 1. A's head (a signatory) sends a signed request (art. 4.3 fields, Cyrillic text, a
    Cyrillic-named attachment), and the demo waits until B's signed receipt arrives;
 2. B's operator lists the inbox, reads the request and saves the attachment, whose
    SHA-256 must match both the signed manifest and the file A sent;
-3. B's operator replies, and A reads the reply.
+3. B's operator replies, and A reads the reply;
+4. B tries to pass A's request to a third party's node C without consent: refused
+   (art. 7.3); B asks A for consent, A grants it (a token signed by A's seal), and B's
+   forward is accepted by C, which verifies A's signatures, the token and B's seal, reads
+   the request and proves who signed it.
 
 Invariants: both processes are always stopped (SIGTERM, then SIGKILL) and the folder is
 always removed, whatever fails; success exits 0, and any failure exits 1 with one line on
@@ -23,6 +27,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +39,25 @@ from rich.text import Text
 from crypto import KdfCost
 from storage import Role
 
+from . import _admin
 from ._client import ClientError, LocalClient
 from ._harness import Harness, HarnessError, HarnessNode
+from ._policy_client import PolicyClient
+from .config import Home
 
 __all__ = ["DemoError", "run"]
 
 PARTY_A, NAME_A = "МВД-РБ", "Министерство внутренних дел"
 PARTY_B, NAME_B = "Росгвардия", "Федеральная служба войск национальной гвардии"
+PARTY_C, NAME_C = "Прокуратура-РФ", "Генеральная прокуратура Российской Федерации"
 HEAD_A, OPERATOR_A, OPERATOR_B = "Иванов", "Петрова", "Сидоров"
+OPERATOR_C = "Кузнецова"
+FORWARD_PURPOSE = "проверка законности по делу № 17/2026"
 ATTACHMENT_NAME = "Протокол осмотра места происшествия.txt"
 ATTACHMENT = "Протокол осмотра места происшествия по делу № 17/2026.\n".encode() * 6000
 WAIT_SECONDS = 20.0
+# Three nodes open their interactive-cost TLS keys at once; a loaded machine needs time.
+START_SECONDS = 90.0
 # SIGTERM, then SIGKILL after this long (the nodes' data is thrown away anyway).
 STOP_SECONDS = 6.0
 # The key files live only as long as the demo; a light Argon2id keeps it quick.
@@ -69,7 +82,9 @@ def run(console: Console | None = None) -> None:
     finally:
         harness.close(timeout=STOP_SECONDS)
         shutil.rmtree(root, ignore_errors=True)
-    out.print("[bold green]Demo complete.[/] Both nodes stopped; the temporary folder is removed.")
+    out.print(
+        "[bold green]Demo complete.[/] All three nodes stopped; the temporary folder is removed."
+    )
 
 
 def _console() -> Console:
@@ -90,23 +105,33 @@ def _exchange(out: Console, harness: Harness, root: Path) -> None:
     _step(out, 1, "Two Parties set up their nodes")
     a = harness.add_node("a", party=PARTY_A, name=NAME_A, passphrase=_passphrase())
     b = harness.add_node("b", party=PARTY_B, name=NAME_B, passphrase=_passphrase())
+    c = harness.add_node("c", party=PARTY_C, name=NAME_C, passphrase=_passphrase())
     head_secret = _passphrase()
     harness.add_user(a, HEAD_A, role=Role.SIGNATORY, signatory_passphrase=head_secret)
     harness.add_user(a, OPERATOR_A, role=Role.OPERATOR)
     harness.add_user(b, OPERATOR_B, role=Role.OPERATOR)
-    roles = [(a, f"{HEAD_A} (signatory), {OPERATOR_A} (operator)"), (b, f"{OPERATOR_B} (operator)")]
+    harness.add_user(c, OPERATOR_C, role=Role.OPERATOR)
+    roles = [
+        (a, f"{HEAD_A} (signatory), {OPERATOR_A} (operator)"),
+        (b, f"{OPERATOR_B} (operator)"),
+        (c, f"{OPERATOR_C} (operator), the third party"),
+    ]
     for node, users in roles:
         out.print(Text(f"   {node.party} «{node.name}»: users {users}"))
         out.print(Text(f"      peer API {node.peer_url} (mutual TLS), local API {node.node_url}"))
         out.print(Text(f"      fingerprint {node.fingerprint}"))
     harness.connect(a, b)
+    harness.connect(b, c)
+    harness.connect(a, c)
     out.print("   Descriptors exchanged both ways, each checked against the fingerprint its")
-    out.print("   Party's admin read out (A's lists its signatory's key, art. 4.4).")
+    out.print("   Party's admin read out (A's lists its signatory's key, art. 4.4). The third")
+    out.print(f"   party {PARTY_C} trusts {PARTY_A}'s descriptor too, to verify its signatures.")
+    out.print("   All three run the same agreement profile (its digest is compared).")
 
     # 2. Separate processes, mutual TLS between them.
-    _step(out, 2, "Both nodes run as `accord serve` processes")
-    harness.start(a, b)
-    for node in (a, b):
+    _step(out, 2, "The nodes run as `accord serve` processes")
+    harness.start(a, b, c, timeout=START_SECONDS)
+    for node in (a, b, c):
         assert node.process is not None
         out.print(Text(f"   {node.party}: pid {node.process.pid}, local API answers"))
 
@@ -193,7 +218,100 @@ def _exchange(out: Console, harness: Harness, root: Path) -> None:
         if answer.get("in_reply_to") != request_id:
             raise DemoError("the reply does not refer to the request")
         _show(out, answer)
+
+    with (
+        PolicyClient(a.node_url, a.token(OPERATOR_A), a.ca_file) as policy_a,
+        PolicyClient(b.node_url, b.token(OPERATOR_B), b.ca_file) as policy_b,
+        PolicyClient(c.node_url, c.token(OPERATOR_C), c.ca_file) as policy_c,
+    ):
+        _third_party(out, request_id, policy_a, policy_b, policy_c, a)
     out.print(f"   ({time.monotonic() - started:.1f} s)")
+
+
+def _third_party(
+    out: Console,
+    request_id: str,
+    policy_a: PolicyClient,
+    policy_b: PolicyClient,
+    policy_c: PolicyClient,
+    a: HarnessNode,
+) -> None:
+    # 7. A forward without consent is refused.
+    _step(out, 7, f"{OPERATOR_B} tries to pass the request to {PARTY_C} without consent")
+    out.print(Text(f"   $ accord forward {request_id} --to {PARTY_C}", style="dim"))
+    try:
+        policy_b.forward(request_id, PARTY_C, None)
+    except ClientError as e:
+        out.print(Text(f"   refused (exit 1): {e}"))
+    else:
+        raise DemoError("a forward without the originator's consent was not refused")
+
+    # 8. B asks, A consents.
+    _step(out, 8, f"{PARTY_B} asks {PARTY_A} for consent; {OPERATOR_A} grants it (art. 7.3)")
+    asked = policy_b.ask(request_id, PARTY_C, FORWARD_PURPOSE)
+    out.print(Text(f"   $ accord consent request {request_id} --to {PARTY_C} ...", style="dim"))
+    _wait_delivered(policy_b, str(asked["message_id"]))
+    out.print(Text(f"   consent request {asked['message_id']} delivered to {PARTY_A}"))
+    expires = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
+    granted = policy_a.grant(
+        request_id, {"to": PARTY_C, "purpose": FORWARD_PURPOSE, "expires": expires.isoformat()}
+    )
+    out.print(
+        Text(
+            f"   $ accord consent grant {request_id} --to {PARTY_C} --purpose "
+            f"«{FORWARD_PURPOSE}» --expires {expires:%Y-%m-%d}",
+            style="dim",
+        )
+    )
+    out.print(Text(f"   consent {granted['nonce'][:16]}… signed by {PARTY_A}'s seal; it binds the"))
+    out.print(Text("   request's signed statement, the forwarder, the third party, the purpose"))
+    _wait_delivered(policy_a, str(granted["sent_as"]))
+    out.print(Text(f"   the token reached {PARTY_B}'s node, which verified and recorded it"))
+
+    # 9. The forward is accepted.
+    _step(out, 9, f"{OPERATOR_B} forwards the request to {PARTY_C}")
+    out.print(Text(f"   $ accord forward {request_id} --to {PARTY_C}", style="dim"))
+    done = policy_b.forward(request_id, PARTY_C, None)
+    if done.get("consent") != granted["nonce"]:
+        raise DemoError("the forward did not use the consent A granted")
+    out.print(Text(f"   accepted by {PARTY_C}'s node under consent {granted['nonce'][:16]}…;"))
+    out.print(
+        Text(f"   {PARTY_A}'s envelope and ciphertext unchanged, the key re-wrapped for {PARTY_C}")
+    )
+
+    # 10. The third party reads it and proves who signed it.
+    _step(out, 10, f"{OPERATOR_C} ({PARTY_C}) reads it and proves its origin")
+    message = policy_c.read(request_id)
+    _show(out, message)
+    proof = policy_c.provenance(request_id)
+    expected = _seal_key_id(a)
+    if proof.get("originator") != PARTY_A or expected not in proof.get("signed_by", []):
+        raise DemoError(f"{PARTY_C} could not prove {PARTY_A}'s seal on the request")
+    forwarded = proof.get("forwarded") or {}
+    if forwarded.get("forwarder") != PARTY_B or forwarded["consent"]["signed_by"] != [expected]:
+        raise DemoError(f"{PARTY_C} could not prove the consent and {PARTY_B}'s seal")
+    out.print(Text(f"   $ accord provenance {request_id}", style="dim"))
+    out.print(
+        Text(
+            f"   signed by {PARTY_A}: {len(proof['signed_by'])} key(s), its seal "
+            f"{expected[:16]}… among them (= {PARTY_A}'s descriptor)"
+        )
+    )
+    out.print(
+        Text(
+            f"   forwarded by {PARTY_B} (seal {forwarded['forwarder_seal'][0][:16]}…) under "
+            f"consent signed by {PARTY_A}'s seal, for «{forwarded['consent']['purpose']}»"
+        )
+    )
+    out.print(Text("   the re-wrapped key matches the key commitment signed by the originator"))
+
+
+def _seal_key_id(node: HarnessNode) -> str:
+    """The originator's seal key id, read from its own descriptor (what C trusted)."""
+    descriptor = _admin.export_descriptor(
+        Home(node.home), node.passphrase.encode("utf-8"), datetime.now(UTC)
+    )
+    return str(_admin.read_descriptor(descriptor).seal.key_id)
 
 
 def _passphrase() -> str:

@@ -38,7 +38,7 @@ from crypto import (
 )
 from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, Statement, VerifiedMessage
-from policy import DEFAULT_SCHEME, MarkingError
+from policy import MarkingError
 from policy.workflow import WorkflowError
 from storage import (
     Conflict,
@@ -369,8 +369,10 @@ class _Sending:
         if not isinstance(purpose, str) or not purpose.strip():
             raise _SendRefused("state the purpose with --purpose (art. 7.2 binds its use to it)")
         try:
-            self.marking = DEFAULT_SCHEME.parse(meta.get("marking") or {})
-            if not DEFAULT_SCHEME.may_read(user.clearance, self.marking):
+            # The profile's scheme; a state-secret level is refused here (art. 7.5).
+            scheme = node.profile.scheme
+            self.marking = scheme.parse_for_sending(meta.get("marking") or {})
+            if not scheme.may_read(user.clearance, self.marking):
                 raise _SendRefused(
                     f"your clearance {user.clearance} is below the marking {self.marking.level}"
                 )
@@ -409,7 +411,7 @@ class _Sending:
                     message_type=kind,
                     to=to,
                     marking=self.marking,
-                    lowest_level=DEFAULT_SCHEME.levels[0],
+                    lowest_level=node.profile.scheme.levels[0],
                     now=node.clock(),
                     periods=self.periods,
                 )
@@ -605,7 +607,8 @@ def _opener_for(
     with node.db.session(readonly=True) as session:
         row = _get(session, message_id, user)
     try:
-        allowed = DEFAULT_SCHEME.may_read(user.clearance, DEFAULT_SCHEME.parse(row.marking))
+        scheme = node.profile.scheme
+        allowed = scheme.may_read(user.clearance, scheme.parse(row.marking))
     except MarkingError:
         allowed = False
     if not allowed:

@@ -57,8 +57,9 @@ from storage import (
 )
 
 from . import _workflow
+from ._consent import check_incoming_control, record_incoming_control
 from ._parts import INLINE_MAX
-from ._runtime import Node, PeerUnknown
+from ._runtime import PROFILE_HEADER, Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
 from ._tls import peer_certificate_der
 
@@ -102,6 +103,9 @@ def peer_router(node: Node) -> APIRouter:
         party = _authenticated_peer(node, request)
         if party is None:
             log.warning("delivery refused: client certificate not pinned to any peer")
+            return JSONResponse(REFUSED, status_code=403)
+        if request.headers.get(PROFILE_HEADER) != node.profile.digest:
+            log.warning("delivery from %s refused: it runs another agreement profile", party)
             return JSONResponse(REFUSED, status_code=403)
         reader = AsyncByteReader(request.stream())
         try:
@@ -154,6 +158,7 @@ async def _receive_one(
     message_id = statement.message_id
     try:
         verified = _verify(node, party, envelope)  # 3, 4
+        check_incoming_control(node, party, verified.statement)  # 4a: consent tokens (art. 7.3)
         seen = _seen(node, party, message_id)  # 5
         if seen is not None and seen != envelope.sha256:
             raise _Refused("replay of a recorded message id with other content")
@@ -309,6 +314,7 @@ def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> li
             try:
                 with session.begin_nested():
                     record_incoming(session, m, now=now)
+                    record_incoming_control(session, node, m)
                     add_receipt(
                         session, m.message_id, envelope=item.receipt, verdict="accepted", now=now
                     )

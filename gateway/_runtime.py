@@ -18,15 +18,19 @@ from datetime import UTC, datetime
 
 from crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
 from crypto.tls import TlsIdentity
+from policy import Profile, default_profile
 from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
 from storage import get_peer as _get_peer
 
 from ._groupcommit import GroupCommit
 from .config import Home, NodeConfig
 
-__all__ = ["Node", "PeerKeys", "utc_now"]
+__all__ = ["PROFILE_HEADER", "Node", "PeerKeys", "utc_now"]
 
 log = logging.getLogger("accord.node")
+# Every peer request carries the sender's profile digest; a node under another agreement
+# profile is refused (uniformly) before anything else is read.
+PROFILE_HEADER = "accord-profile"
 
 
 def utc_now() -> datetime:
@@ -64,6 +68,8 @@ class Node:
     encryption: DecryptionKey
     tls: TlsIdentity
     clock: Callable[[], datetime] = utc_now
+    # The agreement profile (markings, periods, Parties); peers must hold the same one.
+    profile: Profile = field(default_factory=default_profile)
     peer_cache_seconds: float = 5.0
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None

@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from crypto.tls import add_pins, local_server_context, server_context
+from policy import profile_or_default
 from storage import BlobStore, Database, PeerStatus, list_peers
 
 from ._delivery import DeliveryWorker, PeerTransport
@@ -46,6 +47,7 @@ def load_node(home_dir: Path, passphrase: bytes) -> Node:
         seal=keys.seal,
         encryption=keys.encryption,
         tls=keys.tls,
+        profile=profile_or_default(home.profile_file),
     )
 
 

@@ -41,7 +41,6 @@ from crypto.sealed import VerifiedMessage
 from policy import Marking
 from policy.lifecycle import Lifecycle
 from policy.workflow import (
-    REFERENCE_PERIODS,
     SIGNATORY_KINDS,
     Case,
     CaseState,
@@ -115,16 +114,9 @@ class WorkflowRefused(Exception):
         self.status = status
 
 
-def periods_of(node: object) -> Periods:
-    """The profile's periods when the node carries a profile exposing them, else the
-    reference agreement's (the profile module is wired by the lead)."""
-    profile = getattr(node, "profile", None)
-    if profile is not None and all(
-        hasattr(profile, a)
-        for a in ("confirmation_window", "termination_notice", "survival_period")
-    ):
-        return profile  # type: ignore[no-any-return]
-    return REFERENCE_PERIODS
+def periods_of(node: Node) -> Periods:
+    """The agreement profile's periods (art. 4.2, 13): every node carries a profile."""
+    return node.profile
 
 
 # --- Cases between the policy's objects and the store's rows ---------------------------

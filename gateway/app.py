@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ._consent import consent_router
+from ._forward import forward_peer_router, forward_router
 from ._local_api import local_router
 from ._peer_api import peer_router
 from ._runtime import Node
@@ -36,6 +38,9 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     app.include_router(local_router(node))
     app.include_router(peer_router(node))
+    app.include_router(consent_router(node))
+    app.include_router(forward_router(node))
+    app.include_router(forward_peer_router(node))
 
     @app.middleware("http")
     async def faces(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

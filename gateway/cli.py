@@ -401,5 +401,6 @@ def main() -> None:
     app()
 
 
-# Register serve, the users' commands and the workflow's (reply, confirm, case, agreement).
-from . import _cli_node, _cli_user, _cli_workflow  # noqa: E402, F401
+# Register serve, the users' commands, the workflow's (reply, confirm, case, agreement)
+# and the policy's (consent, forward, remark, provenance).
+from . import _cli_node, _cli_policy, _cli_user, _cli_workflow  # noqa: E402, F401

@@ -50,7 +50,9 @@ __all__ = [
     "Case",
     "CaseAccess",
     "CaseStep",
+    "ConsentRecord",
     "Direction",
+    "ForwardRecord",
     "Key",
     "KeyKind",
     "KeyStatus",
@@ -469,3 +471,50 @@ class AgreementNotice(_Table, table=True):
     direction: Direction = Field(sa_type=EnumText(Direction, 8))
     kind: str = Field(sa_type=String(32))
     recorded_at: datetime = Field(sa_type=UTCDateTime)
+# --- Consent to transfer and forwarded messages (agreement art. 7.2, 7.3) ---------------
+
+
+class ConsentRecord(_Table, table=True):
+    """A consent token as signed by the originator, verbatim, and where it stands:
+    `granted`, then `used` by one forward (or one use for another purpose) or `revoked`.
+    On the originator's node the tokens it issued; on the forwarder's, the tokens it
+    received. No foreign key to messages: the record outlives any message row."""
+
+    __tablename__ = "consents"
+
+    nonce: str = Field(primary_key=True, sa_type=_SHA256)
+    message_id: str = Field(sa_type=_ID, index=True)
+    statement_sha256: str = Field(sa_type=_SHA256)
+    originator: str = Field(sa_type=_ID)
+    forwarder: str = Field(sa_type=_ID)
+    third_party: str = Field(sa_type=_ID)
+    purpose: str = Field(sa_type=Text)
+    issued: datetime = Field(sa_type=UTCDateTime)
+    expires: datetime = Field(sa_type=UTCDateTime)
+    envelope: bytes = Field(sa_type=LargeBinary)
+    status: str = Field(sa_type=String(16))
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revocation: bytes | None = Field(default=None, sa_type=LargeBinary)
+
+
+class ForwardRecord(_Table, table=True):
+    """A consented forward: sent (`out`, on the forwarder's node) or accepted (`in`, on the
+    third party's). The forwarder's signed forward statement, the consent token and the
+    re-wrapped header are stored verbatim; a consent nonce forwards at most once each way."""
+
+    __tablename__ = "forwards"
+    __table_args__ = (UniqueConstraint("direction", "consent_nonce"),)
+
+    forward_id: str = Field(primary_key=True, sa_type=_ID)
+    direction: Direction = Field(sa_type=EnumText(Direction, 8))
+    message_id: str = Field(sa_type=_ID, index=True)
+    consent_nonce: str = Field(sa_type=_SHA256)
+    forwarder: str = Field(sa_type=_ID)
+    third_party: str = Field(sa_type=_ID)
+    statement: bytes = Field(sa_type=LargeBinary)
+    consent: bytes = Field(sa_type=LargeBinary)
+    header: bytes = Field(sa_type=LargeBinary)
+    receipt: bytes | None = Field(default=None, sa_type=LargeBinary)
+    created_at: datetime = Field(sa_type=UTCDateTime)

@@ -38,6 +38,7 @@ from gateway._keystore import (
     passphrase_from_env_or_prompt,
 )
 from gateway.config import Home
+from policy import DEFAULT_PROFILE_PATH, load_profile
 from storage import (
     Database,
     KeyKind,
@@ -323,7 +324,7 @@ def test_tls_certificate_names_the_local_and_peer_hosts(shared_a: Node) -> None:
 
 def test_init_copies_the_profile_and_binds_it_into_the_descriptor(tmp_path: Path) -> None:
     profile = tmp_path / "profile.toml"
-    profile.write_text('name = "Соглашение о сотрудничестве"\n', "utf-8")
+    profile.write_bytes((DEFAULT_PROFILE_PATH.parent / "tlp.toml").read_bytes())
     init_node(
         tmp_path / "a",
         party=PARTY_A,
@@ -337,7 +338,7 @@ def test_init_copies_the_profile_and_binds_it_into_the_descriptor(tmp_path: Path
     home = Home(tmp_path / "a")
     assert home.profile_file.read_bytes() == profile.read_bytes()
     descriptor = _admin.read_descriptor(_admin.export_descriptor(home, PASS_A, NOW))
-    assert descriptor.profile_sha256 == hashlib.sha256(profile.read_bytes()).hexdigest()
+    assert descriptor.profile_sha256 == load_profile(profile).digest
 
 
 # --- descriptors and peers ----------------------------------------------------------------
@@ -522,6 +523,7 @@ def test_peer_descriptor_naming_our_key_refused(node_a: Node, node_b: Node) -> N
         tls_certificate_sha256=own.tls_certificate_sha256,
         signatories=(b_signatory,),
         created=NOW,
+        profile_sha256=own.profile_sha256,
     ).sign(a_keys.seal)
     with pytest.raises(AdminError, match="already known here"):
         add_peer(node_b.home, hostile.to_bytes(), fingerprint=node_a.init.fingerprint, now=NOW)

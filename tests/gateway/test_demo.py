@@ -30,10 +30,11 @@ def test_demo_runs_the_exchange_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, (transcript, result.stderr)
     assert result.stderr == ""
 
-    # Two nodes, introduced by fingerprint, run as separate processes.
+    # Two Parties' nodes and a third party's, introduced by fingerprint, run as separate
+    # processes under one agreement profile.
     assert "Descriptors exchanged both ways" in transcript
     pids = [int(p) for p in re.findall(r"pid (\d+), local API answers", transcript)]
-    assert len(pids) == 2
+    assert len(pids) == 3
     # The signed request, delivered with a receipt.
     request = re.search(r"request ([0-9a-f-]{36}) queued", transcript)
     assert request is not None
@@ -46,6 +47,15 @@ def test_demo_runs_the_exchange_end_to_end(tmp_path: Path) -> None:
     # B replies, and A reads the reply.
     assert re.search(r"reply [0-9a-f-]{36} delivered", transcript)
     assert "Запрос получен и принят к исполнению" in transcript
+    # Art. 7.3: no forward without consent; with A's consent, C accepts and proves origin.
+    assert request is not None
+    assert re.search(r"refused \(exit 1\): no consent of the originator is recorded", transcript)
+    assert re.search(r"consent [0-9a-f]{16}… signed by МВД-РБ's seal", transcript)
+    assert "the token reached Росгвардия's node, which verified and recorded it" in transcript
+    assert "accepted by Прокуратура-РФ's node under consent" in transcript
+    assert re.search(r"signed by МВД-РБ: 2 key\(s\), its seal [0-9a-f]{16}…", transcript)
+    assert "under consent signed by МВД-РБ's seal" in transcript
+    assert "the re-wrapped key matches the key commitment" in transcript
     assert "Demo complete" in transcript
 
     # Nothing left behind.

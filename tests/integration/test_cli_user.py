@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -502,3 +503,53 @@ def test_50_mib_attachment_streams_in_bounded_memory(pair: Pair, tmp_path: Path)
         )
         # What the transfer itself adds over the CLI's start-up must not scale with the file.
         assert run.peak_rss - baseline < 25 * MiB, (what, run.peak_rss, baseline)
+
+
+# --- Consent and forward (agreement art. 7.3) ------------------------------------------------
+
+THIRD_PARTY = "Прокуратура"
+
+
+def test_forward_without_consent_exits_1(pair: Pair, delivered: dict[str, Any]) -> None:
+    accord(pair.b, OPERATOR_B, "forward", delivered["id"], "--to", THIRD_PARTY).refused(
+        "no consent of the originator", "art. 7.3", "accord consent request"
+    )
+    status = accord(pair.b, OPERATOR_B, "status", delivered["id"], "--json").json()
+    assert "forward-refused" in [e["event"] for e in status["events"]]
+
+
+def test_consent_grant_by_the_recipient_exits_1(pair: Pair, delivered: dict[str, Any]) -> None:
+    accord(
+        pair.b, OPERATOR_B, "consent", "grant", delivered["id"], "--to", THIRD_PARTY,
+        "--purpose", "проверка", "--expires", "2099-01-01",
+    ).refused("only the originator")  # fmt: skip
+
+
+def test_consent_grant_with_a_bad_date_is_a_usage_error(
+    pair: Pair, delivered: dict[str, Any]
+) -> None:
+    run = accord(
+        pair.a, OPERATOR_A, "consent", "grant", delivered["id"], "--to", THIRD_PARTY,
+        "--purpose", "проверка", "--expires", "послезавтра",
+    )  # fmt: skip
+    assert run.code == 2, run.stderr
+
+
+def test_consent_granted_reaches_the_forwarder(pair: Pair, delivered: dict[str, Any]) -> None:
+    """A grants; the token travels to B as a message, where B's node records it; B's
+    forward then fails only because the third party is no peer of B's."""
+    until = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    granted = accord(
+        pair.a, OPERATOR_A, "consent", "grant", delivered["id"], "--to", THIRD_PARTY,
+        "--purpose", "проверка законности", "--expires", until, "--json",
+    ).json()  # fmt: skip
+    assert granted["forwarder"] == PARTY_B and granted["status"] == "granted"
+    wait_status(pair.a, granted["sent_as"], "delivered")
+    at_b = accord(pair.b, OPERATOR_B, "consent", "list", delivered["id"], "--json").json()
+    assert [(c["nonce"], c["status"]) for c in at_b] == [(granted["nonce"], "granted")]
+    accord(pair.b, OPERATOR_B, "forward", delivered["id"], "--to", THIRD_PARTY).refused(
+        "not an active peer"
+    )
+    # The refused forward did not spend the consent.
+    at_b = accord(pair.b, OPERATOR_B, "consent", "list", "--json").json()
+    assert [c["status"] for c in at_b if c["nonce"] == granted["nonce"]] == ["granted"]

@@ -44,6 +44,8 @@ from crypto import (
 from crypto.tls import TlsIdentity, client_context
 from gateway._admin import read_descriptor
 from gateway._keystore import NodeKeys, load_signatory
+from gateway._runtime import PROFILE_HEADER
+from policy import default_profile
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess
 
 pytestmark = pytest.mark.integration
@@ -196,7 +198,10 @@ def deliver(client: httpx.Client, body: bytes) -> httpx.Response:
     return client.post(
         "/peer/v1/messages",
         content=body,
-        headers={"content-type": "application/vnd.accord.delivery-stream"},
+        headers={
+            "content-type": "application/vnd.accord.delivery-stream",
+            PROFILE_HEADER: default_profile().digest,
+        },
     )
 
 
@@ -524,3 +529,20 @@ def test_refusals_look_alike(
     status, content_type, _length, body = first
     assert (status, content_type) == (200, "application/json")
     assert httpx.Response(200, content=body).json() == {"results": [refused("<id>")]}
+
+
+@pytest.mark.parametrize("profile", [None, "0" * 64])
+def test_attack_peer_under_another_agreement_profile_refused(
+    nodes: SimpleNamespace, forger: Forger, as_b: httpx.Client, profile: str | None
+) -> None:
+    """Both nodes must hold the same agreement profile: a delivery without the profile
+    digest, or with another one, gets the uniform refusal and stores nothing."""
+    victim = Victim(nodes.a)
+    message = forger.craft(to=nodes.a.party)
+    headers = {"content-type": "application/vnd.accord.delivery-stream"}
+    if profile is not None:
+        headers[PROFILE_HEADER] = profile
+    response = as_b.post("/peer/v1/messages", content=stream(message), headers=headers)
+    assert response.status_code == 403
+    assert response.json() == {"error": "refused"}
+    victim.assert_unchanged(message.message_id)
