@@ -23,6 +23,8 @@ from crypto import MessageDraft, canonical_json, new_message_id, seal_message
 from crypto.tls import client_context
 from gateway._admin import read_descriptor
 from gateway._keystore import NodeKeys
+from gateway._runtime import PROFILE_HEADER
+from policy import default_profile
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -235,7 +237,9 @@ def test_attack_peer_refusal_without_reasons_is_refused_on_receipt(nodes: Simple
     case_id = _request(nodes)
     keys = NodeKeys.load(nodes.b.home, NODE_PASSPHRASE.encode("utf-8"))
     context = client_context(keys.tls, a.certificate_pem)
-    with httpx.Client(base_url=a.peer_url, verify=context, timeout=30) as peer:
+    # A peer under the same agreement profile (a node refuses any other before reading).
+    headers = {PROFILE_HEADER: default_profile().digest}
+    with httpx.Client(base_url=a.peer_url, verify=context, timeout=30, headers=headers) as peer:
         bad_id, bad = _crafted_refusal(nodes, case_id, None)
         answer = peer.post("/peer/v1/messages", content=bad).json()["results"]
         assert answer == [{"message_id": bad_id, "verdict": "refused"}]
