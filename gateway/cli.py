@@ -401,4 +401,4 @@ def main() -> None:
     app()
 
 
-from . import _cli_node, _cli_user  # noqa: E402, F401 - register serve and the users commands
+from . import _cli_audit, _cli_node, _cli_user  # noqa: E402, F401 - register the other commands
