@@ -374,6 +374,16 @@ def _signers(descriptors: Mapping[str, NodeDescriptor]) -> dict[str, tuple[Verif
     return keys
 
 
+def _claimed_sender(envelope: Envelope) -> str | None:
+    """The sender an unverified statement names, only to word a failure."""
+    try:
+        payload = loads_canonical(envelope.payload)
+    except VerificationError:
+        return None
+    sender = payload.get("sender") if isinstance(payload, dict) else None
+    return sender if isinstance(sender, str) else None
+
+
 def _check_statement(
     bundle: Bundle, descriptors: Mapping[str, NodeDescriptor], check: _Check
 ) -> Statement | None:
@@ -387,7 +397,13 @@ def _check_statement(
         )
         statement = Statement.from_payload(evidence.statement)
     except VerificationError as e:
-        check.failures.append(f"the statement does not verify: {e.reason}")
+        claimed = _claimed_sender(envelope)
+        if claimed is not None and claimed not in descriptors:
+            check.failures.append(
+                f"the sender {claimed} is not trusted: pass its descriptor with --trust"
+            )
+        else:
+            check.failures.append(f"the statement does not verify: {e.reason}")
         return None
     if statement.message_id != bundle.message_id:
         check.failures.append("the bundle names another message than its statement")
