@@ -120,7 +120,6 @@ class EventKind(StrEnum):
     PEER_ADDED = "peer.added"
     PEER_UPDATED = "peer.updated"
     PROFILE_CHANGED = "profile.changed"
-    CHECKPOINT_COSIGNED = "witness.cosigned"  # we cosigned a peer's checkpoint
     WITNESS_FORK = "witness.fork"  # a peer presented a history contradicting one we cosigned
     BUNDLE_EXPORTED = "bundle.exported"
 

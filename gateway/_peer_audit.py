@@ -18,8 +18,10 @@ Checklist (DESIGN guarantee 7: neither Party can rewrite its history unseen):
     a proof that fails is an inconsistent larger tree (a fork), refused and kept as
     evidence.
  7. Only then does this node cosign (c2sp.org/tlog-cosignature with its seal key, as
-    `witness_name(self)`), store the cosigned note and record the cosignature in its own
-    log, in one transaction, and answer with the cosignature line.
+    `witness_name(self)`), store the cosigned note, and answer with the cosignature line.
+    A routine cosignature is not a leaf of this node's own log: each would make a new
+    checkpoint here for the peer to cosign, and so on for ever. The stored notes are the
+    record; forks, which are rare and grave, are leaves.
 Every refusal looks the same to the peer (403 `{"error": "refused"}`); the reason goes to
 this node's log, and a fork also to its audit trail with the peer's signed note.
 """
@@ -192,18 +194,6 @@ def witness(node: Node, party: str, document: Any) -> str:
                 root_hash=checkpoint.root,
                 note=cosigned,
                 now=now,
-            )
-            _audit.record(
-                session,
-                _audit.event(
-                    _audit.EventKind.CHECKPOINT_COSIGNED,
-                    node.party,
-                    now,
-                    peer=party,
-                    verdict="cosigned",
-                    digests={"checkpoint": _audit._sha256(note)},
-                    detail={"size": checkpoint.size, "from_size": latest_size},
-                ),
             )
     except DuplicateError as e:
         raise Refused("a concurrent request cosigned another root of this size") from e

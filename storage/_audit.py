@@ -693,6 +693,9 @@ def _localise(
             return AuditProblem(Tamper.TREE, i, "the tree's copy of this leaf hash is missing")
         if mine == expected:
             continue
+        if mine is not None and mine == tree.get(i + 1) and rows.get(i + 1) == expected:
+            # Two neighbours swapped, not a renumbering: each holds the other's leaf.
+            return AuditProblem(Tamper.REORDERED, i, f"this is the leaf appended at {i + 1}")
         if mine is not None and mine == tree.get(i + 1):
             return AuditProblem(
                 Tamper.DELETED,
