@@ -400,15 +400,22 @@ def add_checkpoint(
         raise InvalidValue("a checkpoint note is the signed note's text")
     if tree_root(session, size) != root_hash:
         raise Conflict(f"the checkpoint's root is not the log's root at size {size}")
+    # Two signers of one node (its schedule, an export; or two replicas) may store the
+    # same checkpoint at once: the insert yields to a row already there, then the stored
+    # note decides (Ed25519 is deterministic, so the same tree head gives the same note).
+    connection = session.connection()
+    make = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    connection.execute(
+        make(_CHECKPOINTS)
+        .values(size=size, root_hash=root_hash, note=note, created_at=now)
+        .on_conflict_do_nothing(index_elements=["size"])
+    )
     existing = session.get(AuditCheckpoint, size)
-    if existing is not None:
-        if existing.note == note:
-            return existing
+    if existing is None:
+        raise Conflict(f"the checkpoint of size {size} was not stored")
+    if existing.note != note:
         raise DuplicateError(f"another checkpoint is stored for size {size}")
-    checkpoint = AuditCheckpoint(size=size, root_hash=root_hash, note=note, created_at=now)
-    session.add(checkpoint)
-    session.flush()
-    return checkpoint
+    return existing
 
 
 def get_checkpoint(session: Session, size: int) -> AuditCheckpoint:
