@@ -27,7 +27,7 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -60,6 +60,7 @@ from storage import (
     audit_verify,
     get_message,
     get_receipt,
+    last_cosigned_size,
     latest_checkpoint,
     leaves_for_message,
     list_all_cosignatures,
@@ -304,11 +305,6 @@ class _Request:
     proof: list[bytes]
 
 
-def _last_cosigned_size(session: Session, witness: str) -> int:
-    sizes = [c.checkpoint_size for c in list_all_cosignatures(session) if c.witness == witness]
-    return max(sizes, default=0)
-
-
 def _prepare(node: Node, party: str, old_size: int | None) -> _Request | None:
     with node.db.session(readonly=True) as session:
         checkpoint = latest_checkpoint(session)
@@ -316,7 +312,7 @@ def _prepare(node: Node, party: str, old_size: int | None) -> _Request | None:
             return None
         if any(c.witness == party for c in list_cosignatures(session, checkpoint.size)):
             return None
-        old = _last_cosigned_size(session, party) if old_size is None else old_size
+        old = last_cosigned_size(session, party) if old_size is None else old_size
         if old > checkpoint.size:
             raise VerificationError(
                 f"{party} has cosigned our log at size {old}, beyond our {checkpoint.size}"
@@ -395,7 +391,7 @@ class AuditScheduler:
 
     node: Node
     transport: WitnessTransport
-    peers: Any  # a callable returning the active peers' party ids
+    peers: Callable[[], list[str]]  # the active peers' party ids
     _last_signed: datetime | None = None
     _last_witnessed: dict[str, datetime] = field(default_factory=dict)
 

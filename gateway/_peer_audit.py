@@ -54,7 +54,7 @@ from . import _audit
 from ._peer_api import REFUSED, _authenticated_peer
 from ._runtime import Node, PeerUnknown
 
-__all__ = ["Fork", "Refused", "Stale", "WitnessTransport", "peer_audit_router", "witness"]
+__all__ = ["Fork", "PeerWitnessTransport", "Refused", "Stale", "peer_audit_router", "witness"]
 
 log = logging.getLogger("accord.witness")
 MAX_PROOF = 128
@@ -231,7 +231,7 @@ def peer_audit_router(node: Node) -> APIRouter:
     return router
 
 
-class WitnessTransport:
+class PeerWitnessTransport:
     """Sends witness requests to peers over the delivery worker's mutual-TLS clients."""
 
     def __init__(self, transport: Any) -> None:

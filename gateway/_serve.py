@@ -22,7 +22,7 @@ from storage import BlobStore, Database, PeerStatus, list_peers
 from ._audit import AuditScheduler
 from ._delivery import DeliveryWorker, PeerTransport
 from ._keystore import NodeKeys
-from ._peer_audit import WitnessTransport
+from ._peer_audit import PeerWitnessTransport
 from ._runtime import Node, _descriptor_pem
 from ._tls import build_server
 from .app import create_app, with_face
@@ -139,7 +139,7 @@ async def serve(
         worker_task := asyncio.create_task(worker.run(stop), name="delivery"),
         asyncio.create_task(_refresh_pins(node, peer_context, set(pins), stop), name="pins"),
         asyncio.create_task(
-            AuditScheduler(node, WitnessTransport(transport), lambda: _active_peers(node)).run(
+            AuditScheduler(node, PeerWitnessTransport(transport), lambda: _active_peers(node)).run(
                 stop
             ),
             name="audit",

@@ -68,6 +68,7 @@ __all__ = [
     "get_checkpoint",
     "get_leaf",
     "get_witnessed",
+    "last_cosigned_size",
     "latest_checkpoint",
     "latest_witnessed",
     "leaf_hashes",
@@ -474,6 +475,16 @@ def list_cosignatures(session: Session, checkpoint_size: int) -> Sequence[AuditC
         .where(AuditCosignature.checkpoint_size == checkpoint_size)
         .order_by(col(AuditCosignature.witness))
     ).all()
+
+
+def last_cosigned_size(session: Session, witness: str) -> int:
+    """The largest checkpoint size `witness` cosigned (0 when it never did)."""
+    size = session.exec(
+        select(func.max(AuditCosignature.checkpoint_size)).where(
+            AuditCosignature.witness == witness
+        )
+    ).first()
+    return 0 if size is None else int(size)
 
 
 def list_all_cosignatures(session: Session) -> Sequence[AuditCosignature]:
