@@ -234,14 +234,19 @@ def record_all(session: Session, entries: Iterable[LogEvent]) -> list[int]:
     return [record(session, e) for e in entries]
 
 
-def record_alone(node: Node, entry: LogEvent) -> None:
+def record_alone(node: Node, entry: LogEvent, *, required: bool = False) -> None:
     """Record an event that changes nothing else (a read, a refusal), in its own
-    transaction shared with concurrent writes. A failure is logged, not raised: the
-    request it records was already answered or refused."""
+    transaction shared with concurrent writes.
+
+    With `required`, a failure raises `StorageError`: a read is recorded before the
+    content is returned, so no one reads without a record. Otherwise (a refusal, which
+    is answered anyway) the failure is logged."""
     try:
         node.writes.run(lambda session: record(session, entry))
     except StorageError as e:
         log.error("audit event %s could not be recorded: %s", entry.kind, e)
+        if required:
+            raise
 
 
 # --- Proofs -------------------------------------------------------------------------------

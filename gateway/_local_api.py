@@ -277,7 +277,7 @@ def local_router(node: Node) -> APIRouter:
         except VerificationError as e:
             log.error("stored message %s failed to open: %s", message_id, e.reason)
             raise _problem(500, "the stored message does not open: report this to the admin") from e
-        _audit.record_alone(
+        _record_read(
             node,
             _audit.message_event(
                 EventKind.MESSAGE_READ, node.party, row, node.clock(), user=user.name
@@ -308,7 +308,7 @@ def local_router(node: Node) -> APIRouter:
             parts = get_parts(session, message_id)
         if len(parts) != len(statement.parts):
             raise _problem(409, f"message {message_id} has no content on this node")
-        _audit.record_alone(
+        _record_read(
             node,
             _audit.message_event(
                 EventKind.MESSAGE_READ,
@@ -534,6 +534,14 @@ def _verify_stored(node: Node, row: Message) -> VerifiedMessage:
     envelope = Envelope.from_bytes(row.envelope)
     evidence = verify_envelope(envelope, trusted, payload_type=STATEMENT_TYPE)
     return VerifiedMessage(Statement.from_payload(evidence.statement), evidence)
+
+
+def _record_read(node: Node, entry: Any) -> None:
+    """No content leaves the node unless its read is in the audit log (DESIGN 7)."""
+    try:
+        _audit.record_alone(node, entry, required=True)
+    except StorageError as e:
+        raise _problem(503, "the read could not be recorded in the audit log: try again") from e
 
 
 def _refusal(

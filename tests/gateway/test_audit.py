@@ -412,3 +412,93 @@ def test_exported_bundle_verifies_offline_and_names_the_export(pair: Pair) -> No
 def test_bundle_of_an_unknown_message_is_refused(pair: Pair) -> None:
     with pytest.raises(_audit.ExportError, match="no message"):
         _audit.export_bundle(pair.a, "нет-такого")
+
+
+# --- Reads: no content leaves the node without a record -----------------------------------
+
+
+def _local_client(pair: Pair, role: str, name: str) -> Any:
+    from fastapi.testclient import TestClient
+
+    from gateway._admin import add_user
+    from gateway.app import create_app
+
+    token = add_user(pair.a.home, name, role=role, now=T0).token
+    return TestClient(create_app(pair.a), headers={"Authorization": f"Bearer {token}"})
+
+
+def _readable_message(pair: Pair) -> str:
+    """A message stored at A that A's own users can open (sealed to A's key too)."""
+    a = pair.a
+    draft = MessageDraft(
+        message_id="7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f",
+        sender=PARTY_A,
+        recipient=PARTY_B,
+        created=T0,
+        expires=T0 + timedelta(days=3650),
+        marking={"level": "OFFICIAL", "caveats": []},
+        purpose="проверка журнала чтения",
+        type="notice",
+    )
+    body = b'{"attachments":[],"fields":{},"text":"\xd0\xa2\xd0\xb5\xd0\xba\xd1\x81\xd1\x82","v":1}'
+    sealed = seal_message(
+        draft,
+        body=body,
+        attachments=[],
+        recipients=[a.peer_keys(PARTY_B).encryption, a.encryption.recipient()],
+    )
+    envelope = sealed.sign([a.seal])
+    st = sealed.statement
+    message = NewMessage(
+        message_id=st.message_id,
+        sender=st.sender,
+        recipient=st.recipient,
+        type=st.type,
+        marking=dict(st.marking),
+        purpose=st.purpose,
+        created=st.created,
+        expires=st.expires,
+        envelope=envelope.to_bytes(),
+        header=sealed.header,
+        parts=(PartRef(st.body.sha256, st.body.size, sealed.body),),
+    )
+    with a.db.session() as session:
+        insert_outgoing(session, message, now=T0)
+    return st.message_id
+
+
+def _last_event(node: Node) -> LogEvent:
+    with node.db.session(readonly=True) as session:
+        rows = list_leaves(session, limit=10_000)
+    return LogEvent.from_leaf(bytes(rows[-1].leaf))
+
+
+def test_a_read_is_logged_with_its_reader(pair: Pair) -> None:
+    message_id = _readable_message(pair)
+    with _local_client(pair, "operator", "Оператор") as client:
+        response = client.get(f"/api/v1/messages/{message_id}")
+    assert response.status_code == 200 and response.json()["body"] == "Текст"
+    read = _last_event(pair.a)
+    assert (read.kind, read.message_id, read.user) == ("message.read", message_id, "Оператор")
+
+
+def test_attack_auditor_reading_content_is_refused_and_logged(pair: Pair) -> None:
+    message_id = _readable_message(pair)
+    with _local_client(pair, "auditor", "Аудитор") as client:
+        response = client.get(f"/api/v1/messages/{message_id}")
+        leaves = client.get("/api/v1/audit/leaves", params={"limit": 1000})
+    assert response.status_code == 403
+    refused = _last_event(pair.a)
+    assert (refused.kind, refused.user, refused.verdict) == ("read.refused", "Аудитор", "refused")
+    assert leaves.status_code == 200 and "Текст" not in leaves.text
+
+
+def test_attack_read_while_the_log_cannot_record_it_returns_no_content(pair: Pair) -> None:
+    message_id = _readable_message(pair)
+    with _local_client(pair, "operator", "Оператор") as client:
+        # The log's state row damaged: appends fail, so the read must fail too.
+        with pair.a.db.session() as session:
+            session.execute(text("UPDATE audit_state SET frontier = :f"), {"f": b"\x00"})
+        response = client.get(f"/api/v1/messages/{message_id}")
+    assert response.status_code == 503
+    assert "Текст" not in response.text and "audit log" in response.json()["detail"]
