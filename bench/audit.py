@@ -13,6 +13,14 @@
 3. Whole-log verification at --leaves leaves (`audit_verify`, target < 10 s), against
    bare SHA-256 of the same leaves in memory, and a bare SELECT of them with sqlite3
    plus that SHA-256.
+4. The node under load (--node-seconds, 0 to skip): two real `accord serve` processes,
+   a closed loop of --concurrency clients sending 4 KiB notices to A; every message is
+   one leaf in A's log when sent, one in B's when received and one more in A's when its
+   receipt is stored, each in the transaction of that change, while both nodes sign
+   checkpoints and cosign each other's. Reported: messages accepted/s and leaves
+   appended/s on each node, read from their databases, and what `accord audit verify`
+   finds afterwards. Baseline: `gateway._audit.record` of a typical event in its own
+   transaction against a bare `append_leaf` of the same bytes.
 
 The large log is built in bulk (the rows `append_leaf` would write, computed here), and
 `audit_verify` must find it consistent before anything is measured.
@@ -21,8 +29,11 @@ The large log is built in bulk (the rows `append_leaf` would write, computed her
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import random
 import sqlite3
 import statistics
@@ -31,6 +42,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -301,12 +313,124 @@ def _verify(db: Database) -> AuditReport:
         return audit_verify(session)
 
 
+# --- 4. The node under load -------------------------------------------------------------
+
+
+def _log_size(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as c:
+        row = c.execute("SELECT size FROM audit_state WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _closed_loop(node: Any, seconds: float, concurrency: int) -> tuple[int, int]:
+    import httpx
+
+    from bench.gateway import CONTENT_TYPE, small_request
+
+    body, ok, failed = small_request(), 0, 0
+    headers = {"authorization": f"Bearer {node.operator_token}", "content-type": CONTENT_TYPE}
+    context = node.ssl_context()
+    clients = [
+        httpx.AsyncClient(verify=context, timeout=60.0, headers=headers) for _ in range(concurrency)
+    ]
+    deadline = time.monotonic() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal ok, failed
+        while time.monotonic() < deadline:
+            response = await client.post(f"{node.local_url}/api/v1/messages", content=body)
+            if response.status_code == 201:
+                ok += 1
+            else:
+                failed += 1
+
+    try:
+        await asyncio.gather(*[worker(c) for c in clients])
+    finally:
+        for c in clients:
+            await c.aclose()
+    return ok, failed
+
+
+def node_under_load(work: Path, seconds: float, concurrency: int) -> list[str]:
+    from bench import _nodes
+    from gateway import _audit
+    from gateway._audit import EventKind
+
+    lines = []
+    # The micro-figure first, on a plain database: a typical event recorded in its own
+    # transaction, against a bare append of the same bytes.
+    db = fresh(work / "record.db")
+    sample = _audit.event(
+        EventKind.MESSAGE_SENT,
+        "МВД-РБ",
+        NOW,
+        message_id="5b0c4a8e-1d2f-4e3a-9b6c-7d8e9f0a1b2c",
+        sender="МВД-РБ",
+        recipient="Росгвардия",
+        user="Оператор",
+        marking={"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
+        digests={"statement": "ab" * 32, "envelope": "cd" * 32},
+    )
+    leaf = sample.to_leaf()
+
+    def bare() -> None:
+        with db.session() as session:
+            append_leaf(session, leaf, NOW)
+
+    def ours() -> None:
+        with db.session() as session:
+            _audit.record(session, sample)
+
+    base, mine = alternate(bare, ours, 5, 4.0)
+    db.close()
+    lines.append(
+        f"{'record(event), 1 per transaction':<46}{mine:>10.0f}/s{base:>13.0f}/s   "
+        f"{mine / base:.2f}  (bare append_leaf)"
+    )
+    a, b = _nodes.make_pair(work / "nodes")
+    with _nodes.running(a, b, logs=work) as processes:
+        time.sleep(1.0)
+        start_sizes = (_log_size(a.database), _log_size(b.database))
+        cpu0 = [p.cpu_seconds() for p in processes]
+        started = time.perf_counter()
+        sent, failed = asyncio.run(_closed_loop(a, seconds, concurrency))
+        elapsed = time.perf_counter() - started
+        end_sizes = (_log_size(a.database), _log_size(b.database))
+        cpu = [p.cpu_seconds() - c for p, c in zip(processes, cpu0, strict=True)]
+        # Let delivery catch up, then check what the auditor would.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _log_size(b.database) - start_sizes[1] < sent:
+            time.sleep(0.5)
+        with (
+            Database.open(f"sqlite:///{a.database}") as check,
+            check.session(readonly=True) as session,
+        ):
+            report = audit_verify(session)
+    leaves_a = end_sizes[0] - start_sizes[0]
+    leaves_b = end_sizes[1] - start_sizes[1]
+    load = os.getloadavg()
+    lines += [
+        f"node under load: {concurrency} clients for {elapsed:.1f} s:"
+        f" {sent / elapsed:.0f} messages/s accepted by A ({failed} refused)",
+        f"  audit leaves appended: A {leaves_a / elapsed:.0f}/s, B {leaves_b / elapsed:.0f}/s"
+        f" (CPU A {cpu[0] / elapsed:.2f}, B {cpu[1] / elapsed:.2f} cores)",
+        f"  A's log afterwards: {report.size:,} leaves, {report.checkpoints_verified}"
+        f" checkpoint(s) verified, {'consistent' if report.ok else report.problem}",
+        f"  machine load average (1, 5, 15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f" on {os.cpu_count()} cores",
+    ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Accord audit log benchmarks")
     parser.add_argument("--leaves", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0, help="per append figure")
     parser.add_argument("--samples", type=int, default=50, help="proofs timed at each size")
+    parser.add_argument("--node-seconds", type=float, default=20.0, help="0: skip section 4")
+    parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="accord-bench-audit-") as tmp:
         small_path, big_path = Path(tmp) / "small.db", Path(tmp) / "big.db"
@@ -321,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         memory_lines = memory_proofs(leaves)
         small.close()
         big.close()
+        node_lines = (
+            node_under_load(Path(tmp), args.node_seconds, args.concurrency)
+            if args.node_seconds > 0
+            else []
+        )
 
     print(f"== audit log, SQLite, {args.leaves:,} leaves (bulk-built in {built:.1f} s) ==")
     print(
@@ -329,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<46}{'ours':>12}{'baseline':>15}   ratio")
     for label, ours, base in rows:
         print(f"{label:<46}{ours:>10.0f}/s{base:>13.0f}/s   {ours / base:.2f}  (bare INSERT)")
-    for line in proof_lines + memory_lines + verify_lines:
+    for line in proof_lines + memory_lines + verify_lines + node_lines:
         print(line)
     return 0
 

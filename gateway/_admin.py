@@ -42,6 +42,7 @@ from crypto import (
     VerifyKey,
     load_private_key,
 )
+from crypto.bundle import LogEvent
 from crypto.descriptor import NodeDescriptor, Signatory, format_fingerprint, verify_descriptor
 from policy import Profile, ProfileError, profile_or_default
 from storage import (
@@ -64,6 +65,7 @@ from storage import add_peer as _store_peer
 from storage import add_user as _store_user
 from storage import list_keys as _stored_keys
 
+from . import _audit
 from ._keystore import (
     NODE_PASSPHRASE_VAR,
     SIGNATORY_PASSPHRASE_VAR,
@@ -241,6 +243,9 @@ def init_node(
                     token_sha256=token_sha256(token),
                     now=now,
                 )
+                _audit.record(
+                    session, _user_event(party, ADMIN_USER, Role.ADMIN, CLEARANCES[0], now)
+                )
     except BaseException:
         undo()
         raise
@@ -329,6 +334,19 @@ def _register_node_keys(
         store_ref=str(home.tls_dir / "tls.key"),
         not_before=now,
         not_after=keys.tls.not_after,
+    )
+    _audit.record_all(
+        session,
+        (
+            _audit.key_event(
+                _audit.EventKind.KEY_ADDED, party, now, key_id=k, key_kind=kind, owner=party
+            )
+            for k, kind in (
+                (keys.seal.key_id, KeyKind.SEAL),
+                (keys.encryption.key_id, KeyKind.ENCRYPTION),
+                (keys.tls.fingerprint, KeyKind.TLS),
+            )
+        ),
     )
 
 
@@ -497,6 +515,23 @@ def add_peer(
             )
         with _open_db(config) as db, db.session() as session:
             change = _store_descriptor(session, descriptor, text, now)
+            if change != "unchanged":
+                _audit.record(
+                    session,
+                    _audit.event(
+                        _audit.EventKind.PEER_ADDED
+                        if change == "added"
+                        else _audit.EventKind.PEER_UPDATED,
+                        config.party,
+                        now,
+                        peer=descriptor.party,
+                        digests={
+                            "descriptor": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                            "fingerprint": descriptor.fingerprint,
+                        },
+                        detail={"endpoint": descriptor.endpoint},
+                    ),
+                )
     return PeerResult(
         party=descriptor.party,
         name=descriptor.name,
@@ -594,6 +629,17 @@ def _store_descriptor(
     for key_id, key in held.items():
         if key_id not in wanted and key.status is KeyStatus.ACTIVE:
             retire_key(session, key_id, now=now)
+            _audit.record(
+                session,
+                _audit.key_event(
+                    _audit.EventKind.KEY_RETIRED,
+                    _own_party(session),
+                    now,
+                    key_id=key_id,
+                    key_kind=key.kind,
+                    owner=party,
+                ),
+            )
         elif key_id in wanted and key.status is KeyStatus.RETIRED:
             key.status, key.not_after = KeyStatus.ACTIVE, None
             session.add(key)
@@ -607,6 +653,17 @@ def _store_descriptor(
                 public=public,
                 store_ref=None,
                 not_before=min(descriptor.created, now),
+            )
+            _audit.record(
+                session,
+                _audit.key_event(
+                    _audit.EventKind.KEY_ADDED,
+                    _own_party(session),
+                    now,
+                    key_id=key_id,
+                    key_kind=kind,
+                    owner=party,
+                ),
             )
     session.flush()
     return "added" if existing is None else "updated"
@@ -680,6 +737,7 @@ def add_user(
                         token_sha256=token_sha256(token),
                         now=now,
                     )
+                    _audit.record(session, _user_event(config.party, name, role, level, now))
                     key_id = None
                     if signatory_passphrase:
                         _refuse_node_passphrase(home, signatory_passphrase)
@@ -697,12 +755,42 @@ def add_user(
                             store_ref=str(key_path),
                             not_before=now,
                         )
+                        _audit.record(
+                            session,
+                            _audit.key_event(
+                                _audit.EventKind.KEY_ADDED,
+                                config.party,
+                                now,
+                                key_id=key.key_id,
+                                key_kind=KeyKind.SIGNATORY,
+                                owner=name,
+                                user=name,
+                            ),
+                        )
             except BaseException:
                 # The key file is only kept together with its committed database rows.
                 if key_path is not None:
                     key_path.unlink(missing_ok=True)
                 raise
     return UserResult(user=name, role=role, token=token, clearance=level, signatory_key_id=key_id)
+
+
+def _user_event(party: str, name: str, role: Role, clearance: str, now: datetime) -> LogEvent:
+    return _audit.event(
+        _audit.EventKind.USER_ADDED,
+        party,
+        now,
+        user=name,
+        detail={"role": role.value, "clearance": clearance},
+    )
+
+
+def _own_party(session: Session) -> str:
+    """This node's party: the owner of its seal key (the one with a private half here)."""
+    for key in _stored_keys(session):
+        if key.kind is KeyKind.SEAL and key.store_ref is not None:
+            return key.owner
+    raise AdminError("this database holds no node seal key: run `accord init` first")
 
 
 def _refuse_node_passphrase(home: Home, passphrase: bytes) -> None:

@@ -374,6 +374,19 @@ class LocalClient:
         finally:
             temporary.unlink(missing_ok=True)
 
+    def bundle(self, message_id: str) -> bytes:
+        """The evidence bundle of a message, byte for byte as the node made it."""
+        path = f"/messages/{_id(message_id)}/bundle"
+        with self._funnel():
+            response = self._http.get(path)
+        if response.status_code >= 400:
+            raise _refusal(response)
+        return response.content
+
+    def audit_verify(self) -> dict[str, Any]:
+        """The node's check of its whole audit log (auditors and admins)."""
+        return _object(self._request("GET", "/audit/verify"))
+
     # -- Plumbing ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -15,6 +15,7 @@ answers a redelivery with its original receipt, so nothing is lost and nothing d
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -43,6 +44,7 @@ from storage import (
     retry_later,
 )
 
+from . import _audit
 from ._parts import open_part
 from ._runtime import PROFILE_HEADER, Node, PeerKeys, PeerUnknown
 from ._stream import END, MAGIC, frame_lengths
@@ -254,6 +256,7 @@ class DeliveryWorker:
                         self._retry_or_fail(session, lease, "the peer did not answer for it")
                     elif answer.get("verdict") == "refused":
                         fail(session, lease, error="refused by the peer", now=now)
+                        _audit.record(session, _delivery_event(self._node, peer, item, now, None))
                     elif answer.get("verdict") == "accepted":
                         receipt = self._check_receipt(peer, item, answer.get("receipt"))
                         if receipt is None:
@@ -265,6 +268,9 @@ class DeliveryWorker:
                             session, lease.message_id, envelope=receipt, verdict="accepted", now=now
                         )
                         complete(session, lease, now=now)
+                        _audit.record(
+                            session, _delivery_event(self._node, peer, item, now, receipt)
+                        )
                     else:
                         self._retry_or_fail(session, lease, "unintelligible answer")
                 except LeaseLost:
@@ -286,6 +292,28 @@ class DeliveryWorker:
             )
             return None
         return envelope.to_bytes()
+
+
+def _delivery_event(
+    node: Node, peer: PeerKeys, item: _Outgoing, now: Any, receipt: bytes | None
+) -> Any:
+    """The audit event of a delivery's outcome: the peer's receipt stored, or its refusal."""
+    if receipt is None:
+        kind, verdict, digests = _audit.EventKind.DELIVERY_REFUSED, "refused", {}
+    else:
+        kind, verdict = _audit.EventKind.RECEIPT_STORED, "accepted"
+        digests = {"receipt": hashlib.sha256(receipt).hexdigest()}
+    return _audit.event(
+        kind,
+        node.party,
+        now,
+        message_id=item.lease.message_id,
+        sender=node.party,
+        recipient=peer.party,
+        peer=peer.party,
+        verdict=verdict,
+        digests={"statement": item.statement_sha256, **digests},
+    )
 
 
 def _describe(error: Exception) -> str:

@@ -65,7 +65,8 @@ from storage import (
     queue_draft,
 )
 
-from . import _admin, _workflow
+from . import _admin, _audit, _workflow
+from ._audit import EventKind
 from ._keystore import KeyStoreError, load_signatory
 from ._parts import open_part, read_part
 from ._runtime import Node, PeerUnknown
@@ -198,6 +199,8 @@ def local_router(node: Node) -> APIRouter:
         except UploadTooLarge as e:
             raise _problem(413, str(e)) from e
         except (UploadError, _SendRefused) as e:
+            if isinstance(e, _SendRefused):
+                _audit.record_alone(node, _refusal(node, EventKind.SEND_REFUSED, user, str(e)))
             raise _problem(e.status if isinstance(e, _SendRefused) else 400, str(e)) from e
         node.wake_worker()
         return dict(result)
@@ -220,12 +223,24 @@ def local_router(node: Node) -> APIRouter:
         now = node.clock()
         try:
             with node.db.session() as session:
-                queue_draft(
+                queued = queue_draft(
                     session,
                     message_id,
                     envelope=signed.to_bytes(),
                     now=now,
                     detail={"by": user.name, "key_id": signatory.key_id},
+                )
+                _audit.record(
+                    session,
+                    _audit.message_event(
+                        EventKind.MESSAGE_SIGNED,
+                        node.party,
+                        queued,
+                        now,
+                        envelope=signed,
+                        user=user.name,
+                        detail={"key_id": signatory.key_id},
+                    ),
                 )
         except StorageError as e:
             raise _problem(409, str(e)) from e
@@ -280,6 +295,12 @@ def local_router(node: Node) -> APIRouter:
         except VerificationError as e:
             log.error("stored message %s failed to open: %s", message_id, e.reason)
             raise _problem(500, "the stored message does not open: report this to the admin") from e
+        _record_read(
+            node,
+            _audit.message_event(
+                EventKind.MESSAGE_READ, node.party, row, node.clock(), user=user.name
+            ),
+        )
         return {
             "message_id": message_id,
             "from": row.sender,
@@ -305,6 +326,17 @@ def local_router(node: Node) -> APIRouter:
             parts = get_parts(session, message_id)
         if len(parts) != len(statement.parts):
             raise _problem(409, f"message {message_id} has no content on this node")
+        _record_read(
+            node,
+            _audit.message_event(
+                EventKind.MESSAGE_READ,
+                node.party,
+                _row,
+                node.clock(),
+                user=user.name,
+                detail={"attachment": index},
+            ),
+        )
         return StreamingResponse(
             _decrypt_stream(node, opener, index, parts[index + 1]),
             media_type="application/octet-stream",
@@ -518,6 +550,10 @@ class _Sending:
         plan = self.plan
         draft = plan is not None and plan.may_wait_as_draft and self.signatory is None
         insert = insert_draft if draft else insert_outgoing
+        kind = EventKind.MESSAGE_DRAFTED if draft else EventKind.MESSAGE_SENT
+        logged = _audit.message_event(
+            kind, node.party, message, now, envelope=envelope, user=self.user.name
+        )
 
         def write(session: Any) -> None:
             insert(session, message, now=now)
@@ -533,6 +569,7 @@ class _Sending:
                     now=now,
                     periods=self.periods,
                 )
+            _audit.record(session, logged)
 
         try:
             node.writes.run(write)
@@ -599,11 +636,45 @@ def _verify_stored(node: Node, row: Message) -> VerifiedMessage:
     return VerifiedMessage(Statement.from_payload(evidence.statement), evidence)
 
 
+def _record_read(node: Node, entry: Any) -> None:
+    """No content leaves the node unless its read is in the audit log (DESIGN 7)."""
+    try:
+        _audit.record_alone(node, entry, required=True)
+    except StorageError as e:
+        raise _problem(503, "the read could not be recorded in the audit log: try again") from e
+
+
+def _refusal(
+    node: Node, kind: EventKind, user: User, reason: str, row: Message | None = None
+) -> Any:
+    """The audit event of a local user's refused action (the reason, never content)."""
+    if row is not None:
+        return _audit.message_event(
+            kind,
+            node.party,
+            row,
+            node.clock(),
+            user=user.name,
+            verdict="refused",
+            detail={"reason": reason},
+        )
+    return _audit.event(
+        kind,
+        node.party,
+        node.clock(),
+        user=user.name,
+        verdict="refused",
+        detail={"reason": reason},
+    )
+
+
 def _opener_for(
     node: Node, user: User, message_id: str
 ) -> tuple[Message, MessageOpener, Statement]:
     if user.role not in READERS:
-        raise _problem(403, f"a user with role {user.role.value} cannot read message content")
+        reason = f"a user with role {user.role.value} cannot read message content"
+        _audit.record_alone(node, _refusal(node, EventKind.READ_REFUSED, user, reason))
+        raise _problem(403, reason)
     with node.db.session(readonly=True) as session:
         row = _get(session, message_id, user)
     try:
@@ -612,6 +683,9 @@ def _opener_for(
     except MarkingError:
         allowed = False
     if not allowed:
+        _audit.record_alone(
+            node, _refusal(node, EventKind.READ_REFUSED, user, "above the user's clearance", row)
+        )
         raise _problem(
             403,
             f"message {message_id} is marked {row.marking.get('level')}, above your clearance "

@@ -56,7 +56,7 @@ from storage import (
     record_incoming,
 )
 
-from . import _workflow
+from . import _audit, _workflow
 from ._consent import check_incoming_control, record_incoming_control
 from ._parts import INLINE_MAX
 from ._runtime import PROFILE_HEADER, Node, PeerUnknown
@@ -117,6 +117,7 @@ def peer_router(node: Node) -> APIRouter:
         results: list[dict[str, Any]] = []
         accepted: list[_Accepted] = []
         redelivered: list[str] = []
+        refused: list[tuple[str | None, str]] = []
         while True:
             try:
                 n = await reader.read_u32(MAX_ENVELOPE, "envelope")
@@ -134,7 +135,8 @@ def peer_router(node: Node) -> APIRouter:
                 redelivered.append(outcome)
             else:
                 results.append({"message_id": outcome[0], "verdict": "refused"})
-        stored = await asyncio.to_thread(_record, node, accepted, redelivered)
+                refused.append((outcome[0], outcome[1]))
+        stored = await asyncio.to_thread(_record, node, party, accepted, redelivered, refused)
         results.extend(stored)
         return JSONResponse({"results": results})
 
@@ -143,7 +145,7 @@ def peer_router(node: Node) -> APIRouter:
 
 async def _receive_one(
     node: Node, party: str, reader: AsyncByteReader, envelope_size: int
-) -> _Accepted | str | tuple[str | None]:
+) -> _Accepted | str | tuple[str | None, str]:
     """Read one message off the stream; return it accepted, a redelivered id, or a refusal."""
     envelope_bytes = await reader.readexactly(envelope_size)
     header = await reader.readexactly(await reader.read_u32(MAX_HEADER, "header"))
@@ -165,7 +167,7 @@ async def _receive_one(
     except (_Refused, VerificationError) as e:
         _log_refusal(message_id, party, e)
         await _skip(reader, statement.parts)
-        return (message_id,)
+        return (message_id, _reason(e))
     if seen is not None:
         await _skip(reader, statement.parts)
         return message_id
@@ -173,7 +175,7 @@ async def _receive_one(
         parts, new_blobs = await _store_parts(node, reader, verified.statement)  # 6
     except _Refused as e:
         _log_refusal(message_id, party, e)
-        return (message_id,)
+        return (message_id, _reason(e))
     try:  # 7
         workflow = await asyncio.to_thread(
             _workflow.inspect_delivery, node, party, verified, header, parts
@@ -181,7 +183,7 @@ async def _receive_one(
     except (WorkflowError, VerificationError, StorageError, PeerUnknown) as e:
         _log_refusal(message_id, party, e)
         _discard(node, new_blobs)
-        return (message_id,)
+        return (message_id, _reason(e))
     now = node.clock()
     receipt = issue_receipt(
         Receipt(
@@ -294,9 +296,12 @@ async def _skip(reader: AsyncByteReader, parts: Sequence[PartDigest]) -> None:
         await reader.skip(part.size)
 
 
+def _reason(error: Exception) -> str:
+    return error.reason if isinstance(error, VerificationError) else str(error)
+
+
 def _log_refusal(message_id: str, party: str, error: Exception) -> None:
-    reason = error.reason if isinstance(error, VerificationError) else str(error)
-    log.warning("message %s from %s refused: %s", message_id, party, reason)
+    log.warning("message %s from %s refused: %s", message_id, party, _reason(error))
 
 
 def _discard(node: Node, digests: list[str]) -> None:
@@ -304,11 +309,34 @@ def _discard(node: Node, digests: list[str]) -> None:
         node.blobs.delete(digest)
 
 
-def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> list[dict[str, Any]]:
-    """Step 7: one transaction for the batch; each message in its own savepoint."""
+def _record(
+    node: Node,
+    party: str,
+    accepted: list[_Accepted],
+    redelivered: list[str],
+    refused: list[tuple[str | None, str]],
+) -> list[dict[str, Any]]:
+    """Step 7: one transaction for the batch; each message in its own savepoint. The
+    audit log records each message received (with the receipt answered) and each refused."""
     results: list[dict[str, Any]] = []
     now = node.clock()
     with node.db.session() as session:
+        _audit.record_all(
+            session,
+            (
+                _audit.event(
+                    _audit.EventKind.MESSAGE_REFUSED,
+                    node.party,
+                    now,
+                    message_id=message_id,
+                    sender=party,
+                    peer=party,
+                    verdict="refused",
+                    detail={"reason": reason},
+                )
+                for message_id, reason in refused
+            ),
+        )
         for item in accepted:
             m = item.message
             try:
@@ -326,12 +354,37 @@ def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> li
                             now=now,
                             periods=_workflow.periods_of(node),
                         )
+                    _audit.record(
+                        session,
+                        _audit.message_event(
+                            _audit.EventKind.MESSAGE_RECEIVED,
+                            node.party,
+                            m,
+                            now,
+                            peer=party,
+                            verdict="accepted",
+                            digests={"receipt": hashlib.sha256(item.receipt).hexdigest()},
+                        ),
+                    )
                 results.append(_accepted(m.message_id, item.receipt))
             except WorkflowError as e:
                 # The case changed since the step was inspected (another message of the
                 # batch, or of a concurrent delivery, moved it): refused like any other.
                 _log_refusal(m.message_id, m.sender, e)
                 _discard(node, item.new_blobs)
+                _audit.record(
+                    session,
+                    _audit.event(
+                        _audit.EventKind.MESSAGE_REFUSED,
+                        node.party,
+                        now,
+                        message_id=m.message_id,
+                        sender=party,
+                        peer=party,
+                        verdict="refused",
+                        detail={"reason": _reason(e)},
+                    ),
+                )
                 results.append({"message_id": m.message_id, "verdict": "refused"})
             except ReplayedMessage:
                 # Delivered twice in one batch or by two requests at once: answer with the

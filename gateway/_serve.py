@@ -20,8 +20,10 @@ from crypto.tls import add_pins, local_server_context, server_context
 from policy import profile_or_default
 from storage import BlobStore, Database, PeerStatus, list_peers
 
+from ._audit import AuditScheduler
 from ._delivery import DeliveryWorker, PeerTransport
 from ._keystore import NodeKeys
+from ._peer_audit import PeerWitnessTransport
 from ._runtime import Node, _descriptor_pem
 from ._tls import build_server
 from .app import create_app, with_face
@@ -55,6 +57,11 @@ def _peer_certificates(node: Node) -> dict[str, bytes]:
     with node.db.session(readonly=True) as session:
         peers = [p for p in list_peers(session) if p.status is PeerStatus.ACTIVE]
         return {p.tls_cert_sha256: _descriptor_pem(p).encode("ascii") for p in peers}
+
+
+def _active_peers(node: Node) -> list[str]:
+    with node.db.session(readonly=True) as session:
+        return [p.party_id for p in list_peers(session) if p.status is PeerStatus.ACTIVE]
 
 
 async def _refresh_pins(node: Node, context: object, known: set[str], stop: asyncio.Event) -> None:
@@ -133,6 +140,12 @@ async def serve(
         asyncio.create_task(local_server.serve(), name="local-api"),
         worker_task := asyncio.create_task(worker.run(stop), name="delivery"),
         asyncio.create_task(_refresh_pins(node, peer_context, set(pins), stop), name="pins"),
+        asyncio.create_task(
+            AuditScheduler(node, PeerWitnessTransport(transport), lambda: _active_peers(node)).run(
+                stop
+            ),
+            name="audit",
+        ),
     ]
     # Kept apart from `tasks`: it ends once the node is up, which is no reason to stop.
     announcer = asyncio.create_task(_announce(ready, peer_server, local_server)) if ready else None

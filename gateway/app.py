@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 from ._consent import consent_router
 from ._forward import forward_peer_router, forward_router
 from ._local_api import local_router
+from ._local_audit import local_audit_router
 from ._peer_api import peer_router
+from ._peer_audit import peer_audit_router
 from ._runtime import Node
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
@@ -41,6 +43,8 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(consent_router(node))
     app.include_router(forward_router(node))
     app.include_router(forward_peer_router(node))
+    app.include_router(local_audit_router(node))
+    app.include_router(peer_audit_router(node))
 
     @app.middleware("http")
     async def faces(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

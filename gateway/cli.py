@@ -401,6 +401,6 @@ def main() -> None:
     app()
 
 
-# Register serve, the users' commands, the workflow's (reply, confirm, case, agreement)
-# and the policy's (consent, forward, remark, provenance).
-from . import _cli_node, _cli_policy, _cli_user, _cli_workflow  # noqa: E402, F401
+# Register serve, the users' commands, the workflow's (reply, confirm, case, agreement),
+# the policy's (consent, forward, remark, provenance) and the auditors' (bundle, verify, audit).
+from . import _cli_audit, _cli_node, _cli_policy, _cli_user, _cli_workflow  # noqa: E402, F401

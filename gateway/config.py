@@ -25,7 +25,7 @@ from typing import Any
 
 import tomli_w
 
-__all__ = ["ConfigError", "DeliveryConfig", "Home", "HostPort", "NodeConfig"]
+__all__ = ["AuditConfig", "ConfigError", "DeliveryConfig", "Home", "HostPort", "NodeConfig"]
 
 
 class ConfigError(Exception):
@@ -73,6 +73,29 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """When the node signs checkpoints of its audit log and asks peers to cosign them.
+
+    A checkpoint is signed once `checkpoint_burst` leaves have been appended since the
+    last one, or once `checkpoint_interval` seconds have passed with any new leaf; peers
+    are asked to cosign each new checkpoint, and asked again every `witness_interval`
+    seconds while one has not cosigned. The schedule is looked at every `poll_interval`.
+    """
+
+    checkpoint_interval: float = 300.0
+    checkpoint_burst: int = 1000
+    witness_interval: float = 60.0
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (
+            min(self.checkpoint_interval, self.witness_interval, self.poll_interval) <= 0
+            or self.checkpoint_burst < 1
+        ):
+            raise ValueError("audit intervals must be positive and checkpoint_burst at least 1")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     party: str
     name: str
@@ -82,6 +105,7 @@ class NodeConfig:
     max_upload_bytes: int = 8 * 1024**3
     message_ttl_days: int = 30
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def peer_url(self) -> str:
@@ -101,6 +125,7 @@ class NodeConfig:
             "max_upload_bytes": self.max_upload_bytes,
             "message_ttl_days": self.message_ttl_days,
             "delivery": asdict(self.delivery),
+            "audit": asdict(self.audit),
         }
         return tomli_w.dumps(data)
 
@@ -112,6 +137,7 @@ class NodeConfig:
             raise ConfigError(f"{where} is not valid TOML: {e}") from e
         try:
             delivery = DeliveryConfig(**data.get("delivery", {}))
+            audit = AuditConfig(**data.get("audit", {}))
             config = cls(
                 party=str(data["party"]),
                 name=str(data["name"]),
@@ -121,6 +147,7 @@ class NodeConfig:
                 max_upload_bytes=int(data.get("max_upload_bytes", cls.max_upload_bytes)),
                 message_ttl_days=int(data.get("message_ttl_days", cls.message_ttl_days)),
                 delivery=delivery,
+                audit=audit,
             )
         except KeyError as e:
             raise ConfigError(f"{where} lacks the setting {e.args[0]!r}") from e

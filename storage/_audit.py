@@ -41,7 +41,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from ._errors import Conflict, DigestMismatch, DuplicateError, InvalidValue, NotFound
-from ._models import AuditCheckpoint, AuditCosignature, AuditLeaf, AuditNode, AuditState
+from ._models import (
+    AuditCheckpoint,
+    AuditCosignature,
+    AuditLeaf,
+    AuditMessageLeaf,
+    AuditNode,
+    AuditState,
+    WitnessedCheckpoint,
+    WitnessEvidence,
+)
 from ._types import require_aware
 
 __all__ = [
@@ -53,14 +62,23 @@ __all__ = [
     "TreeHead",
     "add_checkpoint",
     "add_cosignature",
+    "add_witness_evidence",
     "append_leaf",
     "audit_verify",
     "get_checkpoint",
     "get_leaf",
+    "get_witnessed",
+    "last_cosigned_size",
     "latest_checkpoint",
+    "latest_witnessed",
     "leaf_hashes",
+    "leaves_for_message",
+    "list_all_cosignatures",
     "list_checkpoints",
     "list_cosignatures",
+    "list_leaves",
+    "list_witness_evidence",
+    "record_witnessed",
     "tree_head",
     "tree_nodes",
     "tree_root",
@@ -143,6 +161,8 @@ _LEAVES: Table = AuditLeaf.__table__  # type: ignore[attr-defined]
 _NODES: Table = AuditNode.__table__  # type: ignore[attr-defined]
 _STATE: Table = AuditState.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS: Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+_MESSAGE_LEAVES: Table = AuditMessageLeaf.__table__  # type: ignore[attr-defined]
+_INSERT_MESSAGE_LEAVES = insert(_MESSAGE_LEAVES)
 _LOCK_STATE = (
     select(_STATE.c.size, _STATE.c.frontier).where(_STATE.c.id == _STATE_ID).with_for_update()
 )
@@ -174,12 +194,15 @@ def _lock_state(connection: Connection) -> tuple[int, bytes]:
     return int(state[0]), bytes(state[1])
 
 
-def append_leaf(session: Session, leaf: bytes, now: datetime) -> int:
+def append_leaf(
+    session: Session, leaf: bytes, now: datetime, *, message_ids: Sequence[str] = ()
+) -> int:
     """Append one event to the log and return its index (0 for the first).
 
     `leaf` is the event's canonical JSON, never message content. The index is assigned
     under the log's lock, so concurrent appenders get distinct, gapless indexes once their
-    transactions commit; a rolled-back transaction gives its index back.
+    transactions commit; a rolled-back transaction gives its index back. `message_ids`
+    names the messages the event is about, so that `leaves_for_message` finds it.
     """
     now = require_aware(now, "now")
     _require_writable(session)
@@ -207,6 +230,11 @@ def append_leaf(session: Session, leaf: bytes, now: datetime) -> int:
     )
     connection.execute(_INSERT_NODES, nodes)
     connection.execute(_UPDATE_STATE, {"new_size": index + 1, "new_frontier": b"".join(frontier)})
+    if message_ids:
+        connection.execute(
+            _INSERT_MESSAGE_LEAVES,
+            [{"message_id": m, "index": index} for m in dict.fromkeys(message_ids)],
+        )
     return index
 
 
@@ -265,6 +293,28 @@ def leaf_hashes(session: Session, start: int, end: int) -> list[bytes]:
     if len(hashes) != end - start:
         raise DigestMismatch(f"leaves are missing in [{start}, {end}); run audit_verify")
     return hashes
+
+
+def list_leaves(session: Session, *, start: int = 0, limit: int = 500) -> Sequence[AuditLeaf]:
+    """Leaf rows from index `start`, in order, at most `limit` of them."""
+    if start < 0 or not 0 < limit <= 10_000:
+        raise InvalidValue("start must be non-negative and limit in 1..10000")
+    return session.exec(
+        select(AuditLeaf)
+        .where(col(AuditLeaf.index) >= start)
+        .order_by(col(AuditLeaf.index))
+        .limit(limit)
+    ).all()
+
+
+def leaves_for_message(session: Session, message_id: str) -> Sequence[AuditLeaf]:
+    """The leaves appended about `message_id`, in log order."""
+    return session.exec(
+        select(AuditLeaf)
+        .join(AuditMessageLeaf, col(AuditMessageLeaf.index) == col(AuditLeaf.index))
+        .where(AuditMessageLeaf.message_id == message_id)
+        .order_by(col(AuditLeaf.index))
+    ).all()
 
 
 def get_leaf(session: Session, index: int) -> AuditLeaf:
@@ -351,15 +401,22 @@ def add_checkpoint(
         raise InvalidValue("a checkpoint note is the signed note's text")
     if tree_root(session, size) != root_hash:
         raise Conflict(f"the checkpoint's root is not the log's root at size {size}")
+    # Two signers of one node (its schedule, an export; or two replicas) may store the
+    # same checkpoint at once: the insert yields to a row already there, then the stored
+    # note decides (Ed25519 is deterministic, so the same tree head gives the same note).
+    connection = session.connection()
+    make = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    connection.execute(
+        make(_CHECKPOINTS)
+        .values(size=size, root_hash=root_hash, note=note, created_at=now)
+        .on_conflict_do_nothing(index_elements=["size"])
+    )
     existing = session.get(AuditCheckpoint, size)
-    if existing is not None:
-        if existing.note == note:
-            return existing
+    if existing is None:
+        raise Conflict(f"the checkpoint of size {size} was not stored")
+    if existing.note != note:
         raise DuplicateError(f"another checkpoint is stored for size {size}")
-    checkpoint = AuditCheckpoint(size=size, root_hash=root_hash, note=note, created_at=now)
-    session.add(checkpoint)
-    session.flush()
-    return checkpoint
+    return existing
 
 
 def get_checkpoint(session: Session, size: int) -> AuditCheckpoint:
@@ -418,6 +475,99 @@ def list_cosignatures(session: Session, checkpoint_size: int) -> Sequence[AuditC
         .where(AuditCosignature.checkpoint_size == checkpoint_size)
         .order_by(col(AuditCosignature.witness))
     ).all()
+
+
+def last_cosigned_size(session: Session, witness: str) -> int:
+    """The largest checkpoint size `witness` cosigned (0 when it never did)."""
+    size = session.exec(
+        select(func.max(AuditCosignature.checkpoint_size)).where(
+            AuditCosignature.witness == witness
+        )
+    ).first()
+    return 0 if size is None else int(size)
+
+
+def list_all_cosignatures(session: Session) -> Sequence[AuditCosignature]:
+    """Every cosignature of every checkpoint, by checkpoint size then witness."""
+    return session.exec(
+        select(AuditCosignature).order_by(
+            col(AuditCosignature.checkpoint_size), col(AuditCosignature.witness)
+        )
+    ).all()
+
+
+# --- Witnessing peers' logs ------------------------------------------------------------
+
+
+def latest_witnessed(session: Session, party: str) -> WitnessedCheckpoint | None:
+    """The largest checkpoint of `party`'s log this node cosigned, or None."""
+    return session.exec(
+        select(WitnessedCheckpoint)
+        .where(WitnessedCheckpoint.party == party)
+        .order_by(col(WitnessedCheckpoint.size).desc())
+        .limit(1)
+    ).first()
+
+
+def get_witnessed(session: Session, party: str, size: int) -> WitnessedCheckpoint | None:
+    """The checkpoint of `party`'s log of `size` leaves this node cosigned, or None."""
+    return session.get(WitnessedCheckpoint, (party, size))
+
+
+def record_witnessed(
+    session: Session, *, party: str, size: int, root_hash: bytes, note: str, now: datetime
+) -> WitnessedCheckpoint:
+    """Keep a peer's checkpoint this node cosigned (the note with our cosignature).
+
+    A witness only ever cosigns growth: a size not above the largest one already
+    witnessed is a `Conflict`, another root for a witnessed size a `DuplicateError`.
+    """
+    now = require_aware(now, "now")
+    _require_writable(session)
+    if len(root_hash) != HASH_SIZE or not note:
+        raise InvalidValue("a witnessed checkpoint is a 32-byte root and its signed note")
+    existing = get_witnessed(session, party, size)
+    if existing is not None:
+        if existing.root_hash == root_hash:
+            return existing
+        raise DuplicateError(f"another root of {party}'s log at size {size} was cosigned")
+    latest = latest_witnessed(session, party)
+    if latest is not None and latest.size >= size:
+        raise Conflict(f"{party}'s log was already witnessed at size {latest.size}")
+    row = WitnessedCheckpoint(
+        party=party, size=size, root_hash=root_hash, note=note, cosigned_at=now
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_witness_evidence(
+    session: Session,
+    *,
+    party: str,
+    size: int,
+    root_hash: bytes,
+    note: str,
+    reason: str,
+    now: datetime,
+) -> WitnessEvidence:
+    """Keep a peer's signed checkpoint that contradicts what this node cosigned."""
+    now = require_aware(now, "now")
+    _require_writable(session)
+    row = WitnessEvidence(
+        party=party, size=size, root_hash=root_hash, note=note, reason=reason, detected_at=now
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_witness_evidence(session: Session, party: str | None = None) -> Sequence[WitnessEvidence]:
+    query = select(WitnessEvidence).order_by(col(WitnessEvidence.id))
+    if party is not None:
+        query = query.where(WitnessEvidence.party == party)
+    return session.exec(query).all()
 
 
 # --- Verification ----------------------------------------------------------------------
@@ -561,6 +711,9 @@ def _localise(
             return AuditProblem(Tamper.TREE, i, "the tree's copy of this leaf hash is missing")
         if mine == expected:
             continue
+        if mine is not None and mine == tree.get(i + 1) and rows.get(i + 1) == expected:
+            # Two neighbours swapped, not a renumbering: each holds the other's leaf.
+            return AuditProblem(Tamper.REORDERED, i, f"this is the leaf appended at {i + 1}")
         if mine is not None and mine == tree.get(i + 1):
             return AuditProblem(
                 Tamper.DELETED,

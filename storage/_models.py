@@ -45,6 +45,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditCosignature",
     "AuditLeaf",
+    "AuditMessageLeaf",
     "AuditNode",
     "AuditState",
     "Case",
@@ -67,6 +68,8 @@ __all__ = [
     "ReplayEntry",
     "Role",
     "User",
+    "WitnessEvidence",
+    "WitnessedCheckpoint",
     "metadata",
 ]
 
@@ -518,3 +521,47 @@ class ForwardRecord(_Table, table=True):
     header: bytes = Field(sa_type=LargeBinary)
     receipt: bytes | None = Field(default=None, sa_type=LargeBinary)
     created_at: datetime = Field(sa_type=UTCDateTime)
+# --- The log wired into the node, and witnessing (revision 0007_audit) ----------------
+
+
+class AuditMessageLeaf(_Table, table=True):
+    """Which audit leaves name which message: the index an evidence bundle is built from.
+    A lookup aid only: the leaf itself names the message, and its inclusion proof is what
+    an auditor checks."""
+
+    __tablename__ = "audit_message_leaves"
+
+    message_id: str = Field(primary_key=True, sa_type=_ID)
+    index: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+
+
+class WitnessedCheckpoint(_Table, table=True):
+    """A checkpoint of a peer's log that this node cosigned, as the peer's signed note.
+    The largest one per peer is what the next checkpoint must be consistent with."""
+
+    __tablename__ = "witnessed_checkpoints"
+
+    party: str = Field(primary_key=True, sa_type=_ID)
+    size: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    root_hash: bytes = Field(sa_type=LargeBinary)
+    note: str = Field(sa_type=Text)
+    cosigned_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class WitnessEvidence(_Table, table=True):
+    """A checkpoint a peer signed that contradicts one this node cosigned (a fork): the
+    peer's signed note, kept verbatim as proof, and why it was refused."""
+
+    __tablename__ = "witness_evidence"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_INDEX)
+    party: str = Field(sa_type=_ID, index=True)
+    size: int = Field(sa_type=BigInteger)
+    root_hash: bytes = Field(sa_type=LargeBinary)
+    note: str = Field(sa_type=Text)
+    reason: str = Field(sa_type=Text)
+    detected_at: datetime = Field(sa_type=UTCDateTime)

@@ -177,7 +177,7 @@ def deliver(src: Node, dst: Node, message_id: str) -> str:
         outcome = await _receive_one(dst, src.party, reader, n)
         if not isinstance(outcome, _Accepted):
             return "refused"
-        return str(_record(dst, [outcome], [])[0]["verdict"])
+        return str(_record(dst, src.party, [outcome], [], [])[0]["verdict"])
 
     return asyncio.run(run())
 

@@ -383,6 +383,19 @@ def test_leaves_swapped_with_their_hashes_are_named_reordered(logged: Database) 
     assert _problem(logged) == (Tamper.REORDERED, 3)
 
 
+@pytest.mark.parametrize("first", [3, 15, 31, 45])
+def test_attack_neighbours_swapped_with_their_hashes_named_reordered_not_deleted(
+    logged: Database, first: int
+) -> None:
+    # An adjacent swap looks like a renumbering at its first index; the second row
+    # holding the first's leaf tells them apart (found end to end, issue 6).
+    _swap(logged, first, first + 1, "leaf, leaf_hash")
+    report = verify(logged)
+    assert report.problem is not None
+    assert (report.problem.kind, report.problem.index) == (Tamper.REORDERED, first)
+    assert str(first + 1) in report.problem.detail
+
+
 def test_altered_subtree_hash_is_a_tree_problem(logged: Database) -> None:
     sql(logged, 'UPDATE audit_nodes SET hash = :h WHERE level = 4 AND "index" = 1', h=bytes(32))
     assert _problem(logged) == (Tamper.TREE, 16)

@@ -1,0 +1,639 @@
+"""Evidence bundles: one file an auditor verifies offline, with `crypto/` alone.
+
+A bundle gathers what a node can prove about one message (DESIGN guarantees 1, 5, 7;
+agreement art. 4.4, 7.3): the signed statement, the signed receipt(s), consent tokens,
+the audit log's entries about the message with their inclusion proofs, and the signed,
+cosigned checkpoint those proofs lead to. It holds digests and signatures, never content:
+the statement names its encrypted parts by their SHA-256 only.
+
+It also defines the audit log's leaf format (`LogEvent`): the node writes leaves with it
+and the verifier reads them with it, so both sides agree by construction.
+
+Invariants:
+- A bundle is canonical JSON (RFC 8785) with exactly the fields below; anything else, or
+  the same content in any other byte form, is refused. Every byte is either covered by a
+  signature or a Merkle proof, or checked against something that is: the message id
+  against the statement, the exporting party against the checkpoint's origin, the index
+  of a log entry by its inclusion proof. One byte changed anywhere fails verification.
+- Every signature present must be by a trusted key and verify: a signature line or a
+  DSSE signature of an unknown key is a failure here, not ignored, since a bundle is a
+  closed piece of evidence.
+- Trust comes only from the node descriptors the auditor passes (`--trust`), whose
+  fingerprints the auditor compared out of band.
+- `verify_bundle` raises `BundleVerificationError` (a `VerificationError`) listing every
+  failure, and returns `BundleEvidence` (the plain-words list of what was proven) only
+  when nothing failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ._wire import format_time, parse_hex64, parse_ident, parse_int, parse_time, require_keys
+from .canonical import dumps, loads_canonical
+from .checkpoint import (
+    COSIGNATURE_V1,
+    ED25519,
+    Checkpoint,
+    note_key_id,
+    parse_note,
+    verify_checkpoint,
+    verify_cosignature,
+)
+from .descriptor import NodeDescriptor
+from .envelope import Envelope, verify_envelope
+from .errors import VerificationError
+from .keys import VerifyKey
+from .merkle import leaf_hash, verify_inclusion
+from .receipts import RECEIPT_TYPE, Receipt, Verdict
+from .sealed import STATEMENT_TYPE, Statement
+
+__all__ = [
+    "BUNDLE_TYPE",
+    "LOG_EVENT_TYPE",
+    "Bundle",
+    "BundleEvidence",
+    "BundleVerificationError",
+    "ConsentVerifier",
+    "LogEntry",
+    "LogEvent",
+    "log_origin",
+    "verify_bundle",
+    "witness_name",
+]
+
+BUNDLE_TYPE = "application/vnd.accord.evidence-bundle+json; version=1"
+LOG_EVENT_TYPE = "accord.audit-event/v1"
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+MAX_DETAIL_TEXT = 500
+_HASH_SIZE = 32
+
+
+# --- Names of logs and witnesses ---------------------------------------------------------
+
+
+def _escape(party: str) -> str:
+    """A party id as a note key name: no '+', no space (signed-note, "Format")."""
+    out: list[str] = []
+    for c in party:
+        if c in "%+" or c.isspace():
+            out.extend(f"%{b:02X}" for b in c.encode("utf-8"))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def log_origin(party: str) -> str:
+    """The origin line of `party`'s audit log checkpoints, also its log key's name."""
+    return f"accord-audit:{_escape(party)}"
+
+
+def witness_name(party: str) -> str:
+    """The name under which `party`'s node cosigns its peers' checkpoints."""
+    return f"accord-witness:{_escape(party)}"
+
+
+# --- The leaf format ---------------------------------------------------------------------
+
+
+def _parse_detail(value: Any) -> dict[str, str | int]:
+    if not isinstance(value, dict):
+        raise VerificationError("event detail must be an object")
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise VerificationError(f"event detail {k!r} must be text or an integer")
+        if isinstance(v, str) and len(v) > MAX_DETAIL_TEXT:
+            raise VerificationError(f"event detail {k!r} is longer than {MAX_DETAIL_TEXT}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One audit event: what happened, to which message, between whom, never content.
+
+    `node` is the party whose log holds it; `digests` names signed bytes by their SHA-256
+    (the statement, the envelope, a receipt, a checkpoint note); `marking` is the copy of
+    the signed marking; `detail` holds short reason codes and counts.
+    """
+
+    kind: str
+    at: datetime
+    node: str
+    message_id: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    peer: str | None = None
+    user: str | None = None
+    digests: Mapping[str, str] = field(default_factory=dict)
+    marking: Mapping[str, Any] | None = None
+    verdict: str | None = None
+    detail: Mapping[str, str | int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind or len(self.kind) > 64:
+            raise ValueError("an event kind is 1 to 64 characters")
+        if self.at.tzinfo is None:
+            raise ValueError("an event time must be timezone-aware")
+        for name, value in self.digests.items():
+            parse_hex64(value, f"digest {name}")
+        _parse_detail(dict(self.detail))
+
+    def to_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "v": 1,
+            "type": LOG_EVENT_TYPE,
+            "kind": self.kind,
+            "at": format_time(self.at),
+            "node": self.node,
+        }
+        optional = {
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "peer": self.peer,
+            "user": self.user,
+            "marking": None if self.marking is None else dict(self.marking),
+            "verdict": self.verdict,
+        }
+        payload.update({k: v for k, v in optional.items() if v is not None})
+        if self.digests:
+            payload["digests"] = dict(self.digests)
+        if self.detail:
+            payload["detail"] = dict(self.detail)
+        return payload
+
+    def to_leaf(self) -> bytes:
+        """The leaf bytes: canonical JSON, the form the log hashes."""
+        return dumps(self.to_payload())
+
+    @classmethod
+    def from_leaf(cls, leaf: bytes) -> LogEvent:
+        """Parse leaf bytes strictly (canonical JSON, known fields); raise `VerificationError`."""
+        data = require_keys(
+            loads_canonical(leaf),
+            {"v", "type", "kind", "at", "node"},
+            {"message_id", "sender", "recipient", "peer", "user", "digests", "marking", "verdict",
+             "detail"},
+            "audit event",
+        )  # fmt: skip
+        if data["v"] != 1 or data["type"] != LOG_EVENT_TYPE:
+            raise VerificationError("not an audit event of version 1")
+        if not isinstance(data["kind"], str) or not 0 < len(data["kind"]) <= 64:
+            raise VerificationError("audit event kind must be 1 to 64 characters")
+        digests = data.get("digests", {})
+        if not isinstance(digests, dict):
+            raise VerificationError("audit event digests must be an object")
+        marking = data.get("marking")
+        if marking is not None and not isinstance(marking, dict):
+            raise VerificationError("audit event marking must be an object")
+        texts = {}
+        for name in ("message_id", "sender", "recipient", "peer", "user", "verdict"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, str):
+                raise VerificationError(f"audit event {name} must be text")
+            texts[name] = value
+        try:
+            return cls(
+                kind=data["kind"],
+                at=parse_time(data["at"], "audit event time"),
+                node=parse_ident(data["node"], "audit event node"),
+                digests={k: parse_hex64(v, f"digest {k}") for k, v in digests.items()},
+                marking=marking,
+                detail=_parse_detail(data.get("detail", {})),
+                **texts,
+            )
+        except ValueError as e:
+            raise VerificationError(f"audit event is invalid: {e}") from e
+
+
+# --- The bundle --------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise VerificationError(f"{what} must be base64 text")
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as e:
+        raise VerificationError(f"{what} is not valid base64") from e
+    if _b64(data) != value:
+        raise VerificationError(f"{what} is not canonical base64")
+    return data
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A leaf of the exporting node's log, at `index`, with its audit path to the
+    checkpoint's root."""
+
+    index: int
+    leaf: bytes
+    proof: tuple[bytes, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "leaf": _b64(self.leaf),
+            "proof": [_b64(p) for p in self.proof],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LogEntry:
+        data = require_keys(data, {"index", "leaf", "proof"}, set(), "log entry")
+        if not isinstance(data["proof"], list) or len(data["proof"]) > 64:
+            raise VerificationError("a log entry's proof is a list of at most 64 hashes")
+        proof = tuple(_unb64(p, "proof hash") for p in data["proof"])
+        if any(len(p) != _HASH_SIZE for p in proof):
+            raise VerificationError("a proof hash is 32 bytes")
+        return cls(parse_int(data["index"], "log entry index"), _unb64(data["leaf"], "leaf"), proof)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The evidence about one message, as exported by the node of `exported_by`.
+
+    `consent_tokens` is the slot for the originator's consent tokens (art. 7.3): signed
+    envelopes, checked by the `ConsentVerifier` passed to `verify_bundle`.
+    """
+
+    message_id: str
+    exported_by: str
+    statement: Envelope
+    receipts: tuple[Envelope, ...]
+    consent_tokens: tuple[Envelope, ...]
+    checkpoint: str
+    entries: tuple[LogEntry, ...]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "type": BUNDLE_TYPE,
+            "message_id": self.message_id,
+            "exported_by": self.exported_by,
+            "statement": self.statement.to_dict(),
+            "receipts": [r.to_dict() for r in self.receipts],
+            "consent_tokens": [c.to_dict() for c in self.consent_tokens],
+            "log": {
+                "checkpoint": self.checkpoint,
+                "entries": [e.to_dict() for e in self.entries],
+            },
+        }
+
+    def to_bytes(self) -> bytes:
+        return dumps(self.to_payload())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Bundle:
+        """Parse a bundle: canonical JSON with exactly the known fields, or
+        `VerificationError`."""
+        if not isinstance(data, bytes) or len(data) > MAX_BUNDLE_BYTES:
+            raise VerificationError(f"a bundle is at most {MAX_BUNDLE_BYTES} bytes")
+        document = require_keys(
+            loads_canonical(data),
+            {"type", "message_id", "exported_by", "statement", "receipts", "consent_tokens",
+             "log"},
+            set(),
+            "bundle",
+        )  # fmt: skip
+        if document["type"] != BUNDLE_TYPE:
+            raise VerificationError("not an Accord evidence bundle of version 1")
+        log = require_keys(document["log"], {"checkpoint", "entries"}, set(), "bundle log")
+        for name in ("receipts", "consent_tokens"):
+            if not isinstance(document[name], list) or len(document[name]) > 64:
+                raise VerificationError(f"bundle {name} must be a list of at most 64")
+        if not isinstance(log["entries"], list) or len(log["entries"]) > 10_000:
+            raise VerificationError("bundle log entries must be a list of at most 10000")
+        if not isinstance(log["checkpoint"], str):
+            raise VerificationError("bundle checkpoint must be a signed note")
+        return cls(
+            message_id=parse_ident(document["message_id"], "message_id"),
+            exported_by=parse_ident(document["exported_by"], "exported_by"),
+            statement=Envelope.from_dict(document["statement"]),
+            receipts=tuple(Envelope.from_dict(r) for r in document["receipts"]),
+            consent_tokens=tuple(Envelope.from_dict(c) for c in document["consent_tokens"]),
+            checkpoint=log["checkpoint"],
+            entries=tuple(LogEntry.from_dict(e) for e in log["entries"]),
+        )
+
+
+# --- Verification ------------------------------------------------------------------------
+
+# A consent token checker, supplied by the consent recipes: given a token, the verified
+# statement and the trusted descriptors by party, it raises `VerificationError` or returns
+# one sentence saying what the token proves.
+ConsentVerifier = Callable[[Envelope, Statement, Mapping[str, NodeDescriptor]], str]
+
+
+@dataclass(frozen=True)
+class BundleEvidence:
+    """What a bundle proved, in plain words, and what it could not show (`warnings`)."""
+
+    message_id: str
+    proven: tuple[str, ...]
+    warnings: tuple[str, ...]
+    checkpoint: Checkpoint | None
+
+
+class BundleVerificationError(VerificationError):
+    """The bundle failed; `failures` lists each problem, `proven` what held anyway."""
+
+    def __init__(self, failures: Sequence[str], proven: Sequence[str]) -> None:
+        super().__init__("; ".join(failures))
+        self.failures = tuple(failures)
+        self.proven = tuple(proven)
+
+
+def _marking_words(marking: Mapping[str, Any]) -> str:
+    level = str(marking.get("level", "?"))
+    caveats = marking.get("caveats") or []
+    return "/".join([level, *map(str, caveats)]) if isinstance(caveats, list) else level
+
+
+@dataclass
+class _Check:
+    proven: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _signers(descriptors: Mapping[str, NodeDescriptor]) -> dict[str, tuple[VerifyKey, str]]:
+    """Every trusted statement key, by DSSE key id, with words naming its holder."""
+    keys: dict[str, tuple[VerifyKey, str]] = {}
+    for party, d in descriptors.items():
+        keys[d.seal.key_id] = (d.seal, f"the seal of {party}")
+        for s in d.signatories:
+            keys[s.key.key_id] = (s.key, f"{s.name} ({s.role}) of {party}")
+    return keys
+
+
+def _claimed_sender(envelope: Envelope) -> str | None:
+    """The sender an unverified statement names, only to word a failure."""
+    try:
+        payload = loads_canonical(envelope.payload)
+    except VerificationError:
+        return None
+    sender = payload.get("sender") if isinstance(payload, dict) else None
+    return sender if isinstance(sender, str) else None
+
+
+def _check_statement(
+    bundle: Bundle, descriptors: Mapping[str, NodeDescriptor], check: _Check
+) -> Statement | None:
+    """1. The statement: every signature by a trusted key of its sender and valid; the
+    sender's seal among them, and a signatory for a request (art. 4.4)."""
+    envelope = bundle.statement
+    keys = _signers(descriptors)
+    try:
+        evidence = verify_envelope(
+            envelope, {k: v for k, (v, _) in keys.items()}, payload_type=STATEMENT_TYPE
+        )
+        statement = Statement.from_payload(evidence.statement)
+    except VerificationError as e:
+        claimed = _claimed_sender(envelope)
+        if claimed is not None and claimed not in descriptors:
+            check.failures.append(
+                f"the sender {claimed} is not trusted: pass its descriptor with --trust"
+            )
+        else:
+            check.failures.append(f"the statement does not verify: {e.reason}")
+        return None
+    if statement.message_id != bundle.message_id:
+        check.failures.append("the bundle names another message than its statement")
+        return None
+    sender = descriptors.get(statement.sender)
+    if sender is None:
+        check.failures.append(
+            f"the sender {statement.sender} is not trusted: pass its descriptor with --trust"
+        )
+        return None
+    unknown = {s.keyid for s in envelope.signatures} - evidence.key_ids
+    own = {sender.seal.key_id} | {s.key.key_id for s in sender.signatories}
+    if unknown or not evidence.key_ids <= own:
+        check.failures.append(
+            "the statement carries a signature by a key that is not its sender's trusted key"
+        )
+        return None
+    if sender.seal.key_id not in evidence.key_ids:
+        check.failures.append(f"the statement is not sealed by {statement.sender}")
+        return None
+    signatories = sorted(keys[k][1] for k in evidence.key_ids if k != sender.seal.key_id)
+    if statement.type == "request" and not signatories:
+        check.failures.append(
+            "the request is not signed by a head or deputy of its sender (art. 4.4)"
+        )
+        return None
+    by = " and ".join([f"the seal of {statement.sender}", *signatories])
+    check.proven.append(
+        f"Message {statement.message_id} ({statement.type}) was signed by {by}: "
+        f"sent by {statement.sender} to {statement.recipient} on "
+        f"{format_time(statement.created)}, marked {_marking_words(statement.marking)}, "
+        f"for the purpose «{statement.purpose}»."
+    )
+    parts = ", ".join(p.sha256[:16] for p in statement.parts)
+    check.proven.append(
+        f"Its content is {len(statement.parts)} encrypted part(s), bound by their SHA-256 "
+        f"digests ({parts}…); the bundle holds no content."
+    )
+    return statement
+
+
+def _check_receipts(
+    bundle: Bundle,
+    statement: Statement,
+    descriptors: Mapping[str, NodeDescriptor],
+    check: _Check,
+) -> None:
+    """2. Each receipt: sealed by the recipient, for this message, binding this statement."""
+    receiver = descriptors.get(statement.recipient)
+    if receiver is None:
+        if bundle.receipts:
+            check.failures.append(
+                f"the recipient {statement.recipient} is not trusted: pass its descriptor"
+            )
+        return
+    payload_sha256 = bundle.statement.payload_sha256
+    for envelope in bundle.receipts:
+        try:
+            evidence = verify_envelope(
+                envelope,
+                [receiver.seal],
+                payload_type=RECEIPT_TYPE,
+                required=[receiver.seal.key_id],
+            )
+            if len(envelope.signatures) != 1:
+                raise VerificationError("a receipt carries the receiver's seal alone")
+            receipt = Receipt.from_payload(evidence.statement)
+            if (
+                receipt.receiver != statement.recipient
+                or receipt.message_id != statement.message_id
+            ):
+                raise VerificationError("it is for another message or from another party")
+            if receipt.sender != statement.sender:
+                raise VerificationError("it names another sender")
+            if receipt.statement_sha256 != payload_sha256:
+                raise VerificationError("it does not bind this statement")
+        except VerificationError as e:
+            check.failures.append(f"a receipt does not verify: {e.reason}")
+            continue
+        verdict = "accepted" if receipt.verdict is Verdict.ACCEPTED else "refused"
+        check.proven.append(
+            f"{statement.recipient} signed a receipt: it received message "
+            f"{statement.message_id} on {format_time(receipt.received_at)} and {verdict} it."
+        )
+    if not bundle.receipts:
+        check.warnings.append(f"No receipt of {statement.recipient} is in the bundle.")
+
+
+def _check_consent(
+    bundle: Bundle,
+    statement: Statement,
+    descriptors: Mapping[str, NodeDescriptor],
+    consent: ConsentVerifier | None,
+    check: _Check,
+) -> None:
+    """3. Consent tokens (art. 7.3), by the consent recipes' verifier."""
+    for token in bundle.consent_tokens:
+        if consent is None:
+            check.failures.append(
+                "the bundle holds a consent token this verifier cannot check: use an "
+                "Accord version that verifies consent tokens"
+            )
+            continue
+        try:
+            check.proven.append(consent(token, statement, descriptors))
+        except VerificationError as e:
+            check.failures.append(f"a consent token does not verify: {e.reason}")
+
+
+def _check_log(
+    bundle: Bundle, descriptors: Mapping[str, NodeDescriptor], check: _Check
+) -> Checkpoint | None:
+    """4. The checkpoint: signed by the exporter's seal as its log key; every other line a
+    cosignature of a trusted witness that verifies. 5. Each entry: a log event about this
+    message, included in that checkpoint's tree."""
+    exporter = descriptors.get(bundle.exported_by)
+    if exporter is None:
+        check.failures.append(
+            f"the exporting node {bundle.exported_by} is not trusted: pass its descriptor"
+        )
+        return None
+    origin = log_origin(bundle.exported_by)
+    try:
+        evidence = verify_checkpoint(bundle.checkpoint, origin, origin, exporter.seal)
+        note = parse_note(bundle.checkpoint)
+    except VerificationError as e:
+        check.failures.append(f"the log checkpoint does not verify: {e.reason}")
+        return None
+    checkpoint = evidence.checkpoint
+    check.proven.append(
+        f"{bundle.exported_by}'s audit log had {checkpoint.size} entries with root "
+        f"{checkpoint.root.hex()[:16]}…, as its seal signed in checkpoint {origin}."
+    )
+    witnesses = {
+        (witness_name(p), note_key_id(witness_name(p), COSIGNATURE_V1, d.seal)): (p, d)
+        for p, d in descriptors.items()
+        if p != bundle.exported_by
+    }
+    log_key = (origin, note_key_id(origin, ED25519, exporter.seal))
+    cosigned = []
+    for line in note.signatures:
+        if (line.name, line.key_id) == log_key:
+            continue
+        witness = witnesses.get((line.name, line.key_id))
+        if witness is None:
+            check.failures.append(f"the checkpoint has a signature by an unknown key {line.name}")
+            continue
+        party, descriptor = witness
+        try:
+            cosignature = verify_cosignature(
+                bundle.checkpoint, line.name, descriptor.seal, origin=origin
+            )
+        except VerificationError as e:
+            check.failures.append(f"the cosignature of {party} does not verify: {e.reason}")
+            continue
+        cosigned.append(party)
+        check.proven.append(
+            f"{party} witnessed that checkpoint: it cosigned it on "
+            f"{format_time(cosignature.signed_at)} after checking it was consistent with "
+            f"every earlier one it had cosigned, so {bundle.exported_by} cannot show it "
+            "another history."
+        )
+    if not cosigned:
+        check.warnings.append(
+            f"No trusted witness cosigned the checkpoint: the log entries rest on "
+            f"{bundle.exported_by}'s word alone."
+        )
+    if not bundle.entries:
+        check.failures.append("the bundle holds no log entry about the message")
+    seen: set[int] = set()
+    for entry in bundle.entries:
+        if entry.index in seen:
+            check.failures.append(f"log entry {entry.index} appears twice")
+            continue
+        seen.add(entry.index)
+        try:
+            verify_inclusion(
+                leaf_hash(entry.leaf), entry.index, checkpoint.size, entry.proof, checkpoint.root
+            )
+            event = LogEvent.from_leaf(entry.leaf)
+            if event.message_id != bundle.message_id:
+                raise VerificationError("it is about another message")
+            if event.node != bundle.exported_by:
+                raise VerificationError("it names another node's log")
+        except VerificationError as e:
+            check.failures.append(f"log entry {entry.index} does not verify: {e.reason}")
+            continue
+        words = f" (verdict {event.verdict})" if event.verdict else ""
+        who = f" by {event.user}" if event.user else ""
+        check.proven.append(
+            f"Log entry {entry.index}: {event.kind}{who}{words} on {format_time(event.at)}, "
+            "included in that checkpoint."
+        )
+    return checkpoint
+
+
+def verify_bundle(
+    data: bytes,
+    trusted: Sequence[NodeDescriptor],
+    *,
+    consent: ConsentVerifier | None = None,
+) -> BundleEvidence:
+    """Verify an evidence bundle against trusted node descriptors, offline.
+
+    1. The bundle parses strictly (`Bundle.from_bytes`).
+    2. The statement verifies under its sender's trusted keys: the seal, and a head or
+       deputy for a request (art. 4.4); its message id is the bundle's.
+    3. Each receipt is sealed by the recipient and binds this statement (DESIGN 5).
+    4. Each consent token verifies (art. 7.3), by `consent`.
+    5. The checkpoint is signed by the exporter's seal as its log key; every other line is
+       a trusted witness's cosignature that verifies (DESIGN 7).
+    6. Each log entry is a well-formed event about this message, in the exporter's log,
+       whose inclusion proof leads to the checkpoint's root (RFC 9162 2.1.3.2).
+    Raises `BundleVerificationError` listing every failure; returns the evidence otherwise.
+    """
+    try:
+        bundle = Bundle.from_bytes(data)
+    except VerificationError as e:
+        raise BundleVerificationError([f"the bundle is malformed: {e.reason}"], []) from e
+    descriptors: dict[str, NodeDescriptor] = {}
+    for d in trusted:
+        if d.party in descriptors and descriptors[d.party] != d:
+            raise BundleVerificationError([f"two different descriptors of {d.party}"], [])
+        descriptors[d.party] = d
+    check = _Check()
+    statement = _check_statement(bundle, descriptors, check)
+    if statement is not None:
+        _check_receipts(bundle, statement, descriptors, check)
+        _check_consent(bundle, statement, descriptors, consent, check)
+    checkpoint = _check_log(bundle, descriptors, check)
+    if check.failures:
+        raise BundleVerificationError(check.failures, check.proven)
+    return BundleEvidence(bundle.message_id, tuple(check.proven), tuple(check.warnings), checkpoint)
