@@ -43,6 +43,7 @@ from crypto import (
     load_private_key,
 )
 from crypto.descriptor import NodeDescriptor, Signatory, format_fingerprint, verify_descriptor
+from crypto.tls import TlsError, certificate_not_after
 from storage import (
     Database,
     KeyKind,
@@ -534,12 +535,24 @@ def _store_descriptor(
         public: dict[str, object] = dict(signatory.key.to_dict())
         public.update(signatory=signatory.name, role=signatory.role)
         wanted.setdefault(signatory.key.key_id, (KeyKind.SIGNATORY, public))
-    for key_id in [*wanted, descriptor.tls_certificate_sha256]:
+    # The TLS certificate is in the key history too, so that a TLS rotation can name it.
+    wanted.setdefault(
+        descriptor.tls_certificate_sha256,
+        (
+            KeyKind.TLS,
+            {
+                "alg": "x509",
+                "sha256": descriptor.tls_certificate_sha256,
+                "certificate_pem": descriptor.tls_certificate_pem,
+            },
+        ),
+    )
+    for key_id in wanted:
         try:
             known = get_key(session, key_id)
         except NotFound:
             continue
-        kind = wanted[key_id][0] if key_id in wanted else None
+        kind = wanted[key_id][0]
         if known.owner != party or known.store_ref is not None or known.kind != kind:
             raise AdminError(
                 f"the descriptor names key {key_id[:16]}…, which is already known here as a "
@@ -587,9 +600,17 @@ def _store_descriptor(
                 public=public,
                 store_ref=None,
                 not_before=min(descriptor.created, now),
+                not_after=_certificate_expiry(public) if kind is KeyKind.TLS else None,
             )
     session.flush()
     return "added" if existing is None else "updated"
+
+
+def _certificate_expiry(public: dict[str, object]) -> datetime | None:
+    try:
+        return certificate_not_after(str(public["certificate_pem"]).encode("ascii"))
+    except (KeyError, TlsError):
+        return None
 
 
 # --- Users --------------------------------------------------------------------------------

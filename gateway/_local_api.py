@@ -63,6 +63,7 @@ from storage import (
 )
 
 from . import _admin
+from ._keys import expiry_warnings
 from ._keystore import KeyStoreError, load_signatory
 from ._parts import open_part, read_part
 from ._runtime import Node, PeerUnknown
@@ -113,7 +114,10 @@ def local_router(node: Node) -> APIRouter:
 
     @router.get("/health")
     def health() -> dict[str, Any]:
-        return {"party": node.party, "status": "ok", "time": node.clock().isoformat()}
+        now = node.clock()
+        with node.db.session(readonly=True) as session:
+            warnings = expiry_warnings(session, node.party, now)
+        return {"party": node.party, "status": "ok", "time": now.isoformat(), "warnings": warnings}
 
     @router.get("/whoami")
     def whoami(user: CurrentUser) -> dict[str, Any]:

@@ -18,10 +18,20 @@ from datetime import UTC, datetime
 
 from crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
 from crypto.tls import TlsIdentity
-from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
+from storage import (
+    USABLE_KEY_STATUSES,
+    BlobStore,
+    Database,
+    KeyKind,
+    KeyStatus,
+    Peer,
+    PeerStatus,
+    list_keys,
+)
 from storage import get_peer as _get_peer
 
 from ._groupcommit import GroupCommit
+from ._keystore import NodeKeys
 from .config import Home, NodeConfig
 
 __all__ = ["Node", "PeerKeys", "utc_now"]
@@ -64,6 +74,9 @@ class Node:
     encryption: DecryptionKey
     tls: TlsIdentity
     clock: Callable[[], datetime] = utc_now
+    # Reopens the node's keys from its home (it holds the passphrase): the key upkeep task
+    # calls it when the key history changes (`gateway._keys.load_key_ring`).
+    key_loader: Callable[[datetime], NodeKeys] | None = None
     peer_cache_seconds: float = 5.0
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
@@ -110,14 +123,26 @@ class Node:
                 raise PeerUnknown(party) from e
             if peer.status is not PeerStatus.ACTIVE:
                 raise PeerUnknown(party)
-            keys = list_keys(session, owner=party, status=KeyStatus.ACTIVE)
+            # The current keys and those in a rotation's overlap window (DESIGN 8).
+            keys = [k for k in list_keys(session, owner=party) if k.status in USABLE_KEY_STATUSES]
             pem = _descriptor_pem(peer)
+            # During a TLS rotation's overlap window the peer may present either certificate.
+            tls_pems = [
+                str(k.public["certificate_pem"])
+                for k in keys
+                if k.kind is KeyKind.TLS and "certificate_pem" in k.public
+            ]
+            if tls_pems:
+                pem = "".join(p if p.endswith("\n") else p + "\n" for p in tls_pems)
         seals = {k.key_id: VerifyKey.from_dict(k.public) for k in keys if k.kind is KeyKind.SEAL}
         signatories = {
             k.key_id: VerifyKey.from_dict(k.public) for k in keys if k.kind is KeyKind.SIGNATORY
         }
+        # New messages go to the peer's current encryption key (the newest active one).
         encryption = [
-            RecipientKey.from_dict(k.public) for k in keys if k.kind is KeyKind.ENCRYPTION
+            RecipientKey.from_dict(k.public)
+            for k in sorted(keys, key=lambda k: (k.status is KeyStatus.ACTIVE, k.not_before))
+            if k.kind is KeyKind.ENCRYPTION
         ]
         if not seals or not encryption:
             raise PeerUnknown(party)

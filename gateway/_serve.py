@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import uvicorn
@@ -20,8 +21,10 @@ from crypto.tls import add_pins, local_server_context, server_context
 from storage import BlobStore, Database, PeerStatus, list_peers
 
 from ._delivery import DeliveryWorker, PeerTransport
+from ._keys import load_key_ring, peer_certificates
 from ._keystore import NodeKeys
-from ._runtime import Node, _descriptor_pem
+from ._peer_keys import KeyUpkeep
+from ._runtime import Node, _descriptor_pem, utc_now
 from ._tls import build_server
 from .app import create_app, with_face
 from .config import Home
@@ -35,9 +38,15 @@ PIN_REFRESH_SECONDS = 2.0
 def load_node(home_dir: Path, passphrase: bytes) -> Node:
     home = Home(home_dir)
     config = home.load_config()
-    keys = NodeKeys.load(home, passphrase)
+    NodeKeys.load(home, passphrase)  # a wrong passphrase is reported before the database
     db = Database.open(config.database)
     db.migrate()
+
+    # The node holds its passphrase to adopt rotated keys while it runs (gateway/_keys.py).
+    def key_loader(now: datetime) -> NodeKeys:
+        return load_key_ring(home, db, passphrase, now)
+
+    keys = key_loader(utc_now())
     return Node(
         home=home,
         config=config,
@@ -46,13 +55,16 @@ def load_node(home_dir: Path, passphrase: bytes) -> Node:
         seal=keys.seal,
         encryption=keys.encryption,
         tls=keys.tls,
+        key_loader=key_loader,
     )
 
 
 def _peer_certificates(node: Node) -> dict[str, bytes]:
     with node.db.session(readonly=True) as session:
         peers = [p for p in list_peers(session) if p.status is PeerStatus.ACTIVE]
-        return {p.tls_cert_sha256: _descriptor_pem(p).encode("ascii") for p in peers}
+        pins = {p.tls_cert_sha256: _descriptor_pem(p).encode("ascii") for p in peers}
+        # Certificates announced by a TLS rotation, or still in its overlap window.
+        return peer_certificates(session) | pins
 
 
 async def _refresh_pins(node: Node, context: object, known: set[str], stop: asyncio.Event) -> None:
@@ -131,6 +143,7 @@ async def serve(
         asyncio.create_task(local_server.serve(), name="local-api"),
         worker_task := asyncio.create_task(worker.run(stop), name="delivery"),
         asyncio.create_task(_refresh_pins(node, peer_context, set(pins), stop), name="pins"),
+        asyncio.create_task(KeyUpkeep(node, transport).run(stop), name="keys"),
     ]
     # Kept apart from `tasks`: it ends once the node is up, which is no reason to stop.
     announcer = asyncio.create_task(_announce(ready, peer_server, local_server)) if ready else None

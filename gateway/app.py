@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from ._local_api import local_router
 from ._peer_api import peer_router
+from ._peer_keys import peer_keys_router
 from ._runtime import Node
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
@@ -36,6 +37,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     app.include_router(local_router(node))
     app.include_router(peer_router(node))
+    app.include_router(peer_keys_router(node))
 
     @app.middleware("http")
     async def faces(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

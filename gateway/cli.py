@@ -355,43 +355,6 @@ def user_add(
         )
 
 
-@keys_app.command("list")
-def keys_list(
-    home: HomeOption,
-    peers: Annotated[
-        bool, typer.Option("--peers", help="Also list the peers' keys this node trusts.")
-    ] = False,
-    json_output: JsonOption = False,
-) -> None:
-    """Every key this node ever held: id, kind, status, validity, owner."""
-    with _refusals():
-        keys = _admin.list_keys(_home(home), include_peers=peers)
-    if json_output:
-        _print_json(
-            [
-                {
-                    "key_id": k.key_id,
-                    "kind": k.kind.value,
-                    "status": k.status.value,
-                    "not_before": _time(k.not_before),
-                    "not_after": _time(k.not_after),
-                    "owner": k.owner,
-                    "local": k.local,
-                }
-                for k in keys
-            ]
-        )
-        return
-    typer.echo(
-        f"{'KEY ID':<64}  {'KIND':<10}  {'STATUS':<7}  {'NOT BEFORE':<20}  {'NOT AFTER':<20}  OWNER"
-    )
-    for k in keys:
-        typer.echo(
-            f"{k.key_id:<64}  {k.kind.value:<10}  {k.status.value:<7}  "
-            f"{_time(k.not_before) or '':<20}  {_time(k.not_after) or '-':<20}  {k.owner}"
-        )
-
-
 @app.callback()
 def _root() -> None:
     """Accord gateway node and tools."""
@@ -401,4 +364,4 @@ def main() -> None:
     app()
 
 
-from . import _cli_node, _cli_user  # noqa: E402, F401 - register serve and the users commands
+from . import _cli_keys, _cli_node, _cli_user  # noqa: E402, F401 - register their commands
