@@ -512,6 +512,11 @@ def apply_peer_statement(session: Session, party: str, envelope: Envelope, now: 
     now = _aware(now)
     sha = envelope.payload_sha256
     if statement_applied(session, sha):
+        # The same statement again: a redelivery (our answer was lost) changes nothing and
+        # is acknowledged, but only while what it announced still holds; a rotation
+        # replayed after a later one is refused like any other replay.
+        if envelope.payload_type == ROTATION_TYPE and not _still_current(session, envelope):
+            raise KeyChangeRefused("replay of a superseded rotation statement")
         return "unchanged"
     history = key_history(session, party)
     try:
@@ -529,6 +534,14 @@ def apply_peer_statement(session: Session, party: str, envelope: Envelope, now: 
     else:
         _apply_revocation(session, party, statement, sha, now)
     return "applied"
+
+
+def _still_current(session: Session, envelope: Envelope) -> bool:
+    try:
+        statement = RotationStatement.from_payload(loads_canonical(envelope.payload))
+        return get_key(session, statement.new_key_id).status is KeyStatus.ACTIVE
+    except (VerificationError, NotFound):
+        return False
 
 
 def _apply_rotation(
