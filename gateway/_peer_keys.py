@@ -113,8 +113,12 @@ class KeyUpkeep:
     async def run_once(self) -> int:
         """One round; returns how many statements reached their peers."""
         await asyncio.to_thread(self._housekeeping)
-        sent = await self.send_announcements()
+        # Adopt first (a new decryption key must be in the ring before peers learn of it),
+        # then announce, then adopt again (a held-back seal is released once announced).
         await asyncio.to_thread(self._adopt_keys)
+        sent = await self.send_announcements()
+        if sent:
+            await asyncio.to_thread(self._adopt_keys)
         return sent
 
     def _housekeeping(self) -> None:

@@ -63,8 +63,9 @@ def _peer_certificates(node: Node) -> dict[str, bytes]:
     with node.db.session(readonly=True) as session:
         peers = [p for p in list_peers(session) if p.status is PeerStatus.ACTIVE]
         pins = {p.tls_cert_sha256: _descriptor_pem(p).encode("ascii") for p in peers}
-        # Certificates announced by a TLS rotation, or still in its overlap window.
-        return peer_certificates(session) | pins
+        # Certificates announced by a TLS rotation, or still in its overlap window; they
+        # win over the onboarding descriptor's, which a TLS rotation has made stale.
+        return pins | peer_certificates(session)
 
 
 async def _refresh_pins(node: Node, context: object, known: set[str], stop: asyncio.Event) -> None:
