@@ -709,8 +709,10 @@ def add_user(
 def _refuse_node_passphrase(home: Home, passphrase: bytes) -> None:
     """A signatory's key must not open with the node's passphrase: whoever runs the node
     would otherwise be able to sign in the signatory's name (art. 4.4)."""
+    # The seal file, or the encryption key's when the seal lives on a token.
+    path = home.seal_key if home.seal_key.exists() else home.encryption_key
     try:
-        load_private_key(home.seal_key.read_bytes(), passphrase)
+        load_private_key(path.read_bytes(), passphrase)
     except (KeyFileError, OSError):
         return
     raise AdminError(

@@ -70,6 +70,14 @@ def keys_rotate(
         float,
         typer.Option("--overlap-days", help="How long the old key stays accepted (days)."),
     ] = _keys.DEFAULT_OVERLAP.days,
+    token_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--token-uri",
+            help="Make the new seal on a PKCS#11 token: pkcs11:token=..;object=.."
+            "?module-path=..&pin-source=env:VAR",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Make the next key, announce it to peers signed by the current one, keep the old one
@@ -81,6 +89,7 @@ def keys_rotate(
             passphrase=_node_passphrase(),
             now=_now(),
             overlap=timedelta(days=overlap_days),
+            token_uri=token_uri,
         )
     if json_output:
         _print_json(

@@ -39,6 +39,7 @@ from crypto import (
     Envelope,
     KdfCost,
     KeyFileError,
+    Signer,
     SigningKey,
     VerificationError,
     VerifyKey,
@@ -81,7 +82,13 @@ from storage import (
 )
 
 from ._admin import AdminError, _certificate_hosts, _funnel
-from ._keystore import NODE_PASSPHRASE_VAR, KeyStoreError, NodeKeys
+from ._keystore import (
+    NODE_PASSPHRASE_VAR,
+    KeyStoreError,
+    NodeKeys,
+    open_seal_ref,
+    seal_token_file,
+)
 from .config import Home, NodeConfig
 
 __all__ = [
@@ -191,14 +198,15 @@ def _current_key_id(keys: NodeKeys, kind: RotatedKind) -> str:
 
 def _history_path(home: Home, kind: RotatedKind, key_id: str) -> Path:
     name = f"{kind.value}-{key_id[:32]}"
-    return (
-        home.seal_key.parent / _HISTORY_DIR / (name if kind is RotatedKind.TLS else name + ".key")
-    )
+    if kind is RotatedKind.TLS:
+        return home.seal_key.parent / _HISTORY_DIR / name
+    return home.seal_key.parent / _HISTORY_DIR / (name + _current_path(home, kind).suffix)
 
 
 def _current_path(home: Home, kind: RotatedKind) -> Path:
     if kind is RotatedKind.SEAL:
-        return home.seal_key
+        token = seal_token_file(home)
+        return token if token.exists() and not home.seal_key.exists() else home.seal_key
     if kind is RotatedKind.ENCRYPTION:
         return home.encryption_key
     return home.tls_dir
@@ -212,8 +220,9 @@ class _FileSwap:
     """Put a staged key in place of the current one, keeping the current one in history;
     `undo` puts everything back (used when the database transaction fails)."""
 
-    def __init__(self, current: Path, staged: Path, history: Path) -> None:
+    def __init__(self, current: Path, staged: Path, history: Path, target: Path) -> None:
         self.current, self.staged, self.history = current, staged, history
+        self.target = target  # where the new key goes: the current path, or a token file
         self._moved: list[tuple[Path, Path]] = []
 
     def apply(self) -> None:
@@ -222,8 +231,8 @@ class _FileSwap:
         self.history.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.replace(self.current, self.history)
         self._moved.append((self.history, self.current))
-        os.replace(self.staged, self.current)
-        self._moved.append((self.current, self.staged))
+        os.replace(self.staged, self.target)
+        self._moved.append((self.target, self.staged))
 
     def undo(self) -> None:
         for moved_to, came_from in reversed(self._moved):
@@ -248,6 +257,7 @@ def rotate(
     overlap: timedelta = DEFAULT_OVERLAP,
     actor: str = "admin",
     kdf_cost: KdfCost | None = None,
+    token_uri: str | None = None,
 ) -> RotationResult:
     """Make the next `kind` key, announce it to every active peer, keep the old one for
     the overlap window.
@@ -263,6 +273,8 @@ def rotate(
     """
     rotated = _parse_kind(kind)
     now = _aware(now)
+    if token_uri is not None and rotated is not RotatedKind.SEAL:
+        raise AdminError("only the seal can live on a PKCS#11 token; drop --token-uri")
     if not timedelta(0) < overlap <= MAX_OVERLAP:
         raise AdminError("the overlap window must be longer than 0 and at most 365 days")
     with _funnel():
@@ -274,8 +286,9 @@ def rotate(
             with db.session(readonly=True) as session:
                 _require_active_on_disk(session, config.party, rotated, old_id)
             staged, new_public, new_seal, new_not_after = _make_next(  # 2
-                home, config, rotated, passphrase, now, kdf_cost
+                home, config, rotated, passphrase, now, kdf_cost, token_uri
             )
+            target = seal_token_file(home) if token_uri else _new_path(home, rotated)
             statement = RotationStatement(
                 party=config.party,
                 kind=rotated,
@@ -287,7 +300,7 @@ def rotate(
             )
             envelope = statement.sign(keys.seal, new_seal)  # 3
             history = _history_path(home, rotated, old_id)
-            swap = _FileSwap(_current_path(home, rotated), staged, history)
+            swap = _FileSwap(_current_path(home, rotated), staged, history, target)
             try:
                 with db.session() as session:
                     old = get_key(session, old_id)
@@ -298,7 +311,8 @@ def rotate(
                             statement.overlap_until, old.not_after or statement.overlap_until
                         ),
                     )
-                    old.store_ref = _store_ref(home, rotated, history)
+                    if not (old.store_ref or "").startswith("pkcs11:"):
+                        old.store_ref = _store_ref(home, rotated, history)
                     session.add(old)
                     new = add_key(
                         session,
@@ -306,7 +320,7 @@ def rotate(
                         kind=_key_kind(rotated),
                         owner=config.party,
                         public=new_public,
-                        store_ref=_store_ref(home, rotated, _current_path(home, rotated)),
+                        store_ref=token_uri or _store_ref(home, rotated, target),
                         not_before=now,
                         not_after=new_not_after,
                     )
@@ -358,6 +372,13 @@ def _require_active_on_disk(session: Session, party: str, kind: RotatedKind, key
         )
 
 
+def _new_path(home: Home, kind: RotatedKind) -> Path:
+    """Where the next key of `kind` is kept as a file."""
+    if kind is RotatedKind.SEAL:
+        return home.seal_key
+    return _current_path(home, kind)
+
+
 def _make_next(
     home: Home,
     config: NodeConfig,
@@ -365,11 +386,17 @@ def _make_next(
     passphrase: bytes,
     now: datetime,
     kdf_cost: KdfCost | None,
-) -> tuple[Path, dict[str, str], SigningKey | None, datetime | None]:
-    """The next key, saved encrypted at a staging path: (path, public, seal, not_after)."""
-    current = _current_path(home, kind)
-    staged = current.with_name(current.name + ".next")
+    token_uri: str | None = None,
+) -> tuple[Path, dict[str, str], Signer | None, datetime | None]:
+    """The next key, saved encrypted at a staging path: (path, public, seal, not_after).
+    With `token_uri`, the seal is generated on the PKCS#11 token and the staged file holds
+    only its URI."""
+    target = seal_token_file(home) if token_uri else _new_path(home, kind)
+    staged = target.with_name(target.name + ".next")
     _remove(staged)
+    if token_uri is not None:
+        public, signer = _make_token_seal(token_uri, passphrase, staged)
+        return staged, public, signer, None
     try:
         if kind is RotatedKind.SEAL:
             seal = SigningKey.generate()
@@ -392,6 +419,28 @@ def _make_next(
         "certificate_pem": tls.certificate_pem.decode("ascii"),
     }
     return staged, public, None, tls.not_after
+
+
+def _make_token_seal(uri: str, passphrase: bytes, staged: Path) -> tuple[dict[str, str], Signer]:
+    """Generate the next seal on a PKCS#11 token (it never leaves it) and stage its URI."""
+    try:
+        from crypto.pkcs11 import Pkcs11Uri, TokenError, generate_token_key
+    except ImportError as e:
+        raise AdminError("python-pkcs11 is not installed: pip install python-pkcs11") from e
+    try:
+        ref = Pkcs11Uri.parse(uri)
+        if ref.pin_value is not None:
+            raise AdminError(
+                "the token URI carries its PIN: use pin-source=env:VARIABLE (or a file), so "
+                "the PIN is not written into the home"
+            )
+        public = generate_token_key(ref)
+    except TokenError as e:
+        raise AdminError(f"cannot make the seal on the token: {e}") from e
+    signer = open_seal_ref(uri, passphrase, expected_key_id=public.key_id)
+    staged.write_text(uri + "\n", encoding="utf-8")
+    staged.chmod(0o600)
+    return public.to_dict(), signer
 
 
 def _queue_for_peers(
@@ -672,7 +721,8 @@ def load_key_ring(home: Home, db: Database, passphrase: bytes, now: datetime) ->
         holding = _rotations_in_flight(session, now)
     seal, tls = keys.seal, keys.tls
     if RotatedKind.SEAL in holding:
-        seal = _open_seal(Path(local[holding[RotatedKind.SEAL]].store_ref or ""), passphrase)
+        held = local[holding[RotatedKind.SEAL]]
+        seal = open_seal_ref(held.store_ref or "", passphrase, expected_key_id=held.key_id)
     if RotatedKind.TLS in holding:
         tls = _open_tls(Path(local[holding[RotatedKind.TLS]].store_ref or "").parent, passphrase)
     record = local.get(seal.key_id)
@@ -714,13 +764,6 @@ def _rotations_in_flight(session: Session, now: datetime) -> dict[RotatedKind, s
         if old.status is KeyStatus.OVERLAP and old.store_ref is not None:
             found.setdefault(statement.kind, old.key_id)
     return found
-
-
-def _open_seal(path: Path, passphrase: bytes) -> SigningKey:
-    key = _open_file(path, passphrase)
-    if not isinstance(key, SigningKey):
-        raise KeyStoreError(f"{path} does not hold an Ed25519 seal key. Restore it")
-    return key
 
 
 def _open_encryption(path: Path, passphrase: bytes) -> DecryptionKey:
@@ -854,7 +897,8 @@ def expiry_warnings(session: Session, party: str, now: datetime) -> list[str]:
 def _node_key_files(home: Home, session: Session) -> list[Path]:
     """Every private key file of the node itself (not its signatories': those have their
     owners' passphrases): current and rotated-out."""
-    paths = [home.seal_key, home.encryption_key, home.tls_dir / "tls.key"]
+    candidates = (home.seal_key, home.encryption_key, home.tls_dir / "tls.key")
+    paths = [p for p in candidates if p.exists()]
     for key in list_keys(session):
         if key.store_ref and key.kind is not KeyKind.SIGNATORY and "pkcs11:" not in key.store_ref:
             path = Path(key.store_ref)

@@ -7,6 +7,10 @@ Invariants:
 - The node's three keys (seal, encryption, TLS) share the node passphrase
   (ACCORD_PASSPHRASE). A signatory's personal key has its own passphrase
   (ACCORD_SIGNATORY_PASSPHRASE), so the node's operators cannot sign in a person's name.
+- The seal may instead live on a PKCS#11 token (an HSM; SoftHSM2 in tests): the home then
+  holds `keys/seal.pkcs11`, one `pkcs11:` URI naming the module, token and key, whose PIN
+  comes from an environment variable or a file (`pin-source`), never from the home. The
+  key never leaves the token (`crypto.pkcs11`).
 - Every failure is one `KeyStoreError` whose message says what was wrong and what to do;
   a wrong passphrase names the variable that supplies it.
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import typer
 
-from crypto import DecryptionKey, KdfCost, KeyFileError, SigningKey, load_private_key
+from crypto import DecryptionKey, KdfCost, KeyFileError, Signer, SigningKey, load_private_key
 from crypto.tls import TlsError, TlsIdentity
 
 from .config import ConfigError, Home
@@ -33,8 +37,10 @@ __all__ = [
     "KeyStoreError",
     "NodeKeys",
     "load_signatory",
+    "open_seal_ref",
     "passphrase_from_env_or_prompt",
     "save_signatory",
+    "seal_token_file",
 ]
 
 NODE_PASSPHRASE_VAR = "ACCORD_PASSPHRASE"  # noqa: S105 - the name of a variable
@@ -103,7 +109,7 @@ def _read(path: Path, what: str) -> bytes:
 class NodeKeys:
     """The node's seal, encryption key and TLS identity, opened from its home."""
 
-    seal: SigningKey
+    seal: Signer
     encryption: DecryptionKey
     tls: TlsIdentity
 
@@ -120,6 +126,8 @@ class NodeKeys:
 
     def save(self, home: Home, passphrase: bytes, *, cost: KdfCost | None = None) -> None:
         """Write the three keys into `home`, encrypted under `passphrase`; never overwrites."""
+        if not isinstance(self.seal, SigningKey):
+            raise KeyStoreError("a token seal is not saved to a file; it stays on its token")
         if not passphrase:
             raise KeyStoreError("an empty passphrase would leave the keys unprotected. Give one")
         for path in (home.seal_key, home.encryption_key):
@@ -141,9 +149,17 @@ class NodeKeys:
         ACCORD_PASSPHRASE."""
         # 1. The seal first: it is the cheapest to open and the one every action needs, so
         #    a wrong passphrase is reported before the slower TLS key is tried.
-        seal = _open(_read(home.seal_key, "the seal key"), passphrase, home)
-        if not isinstance(seal, SigningKey):
-            raise KeyStoreError(f"{home.seal_key} does not hold an Ed25519 seal key. Restore it")
+        token_file = seal_token_file(home)
+        if token_file.exists() and not home.seal_key.exists():
+            seal: Signer = open_seal_ref(_read(token_file, "the seal's token reference")
+                                         .decode("utf-8").strip(), passphrase)  # fmt: skip
+        else:
+            opened = _open(_read(home.seal_key, "the seal key"), passphrase, home)
+            if not isinstance(opened, SigningKey):
+                raise KeyStoreError(
+                    f"{home.seal_key} does not hold an Ed25519 seal key. Restore it"
+                )
+            seal = opened
         encryption = _open(_read(home.encryption_key, "the encryption key"), passphrase, home)
         if not isinstance(encryption, DecryptionKey):
             raise KeyStoreError(
@@ -162,6 +178,43 @@ class NodeKeys:
                 raise _wrong_node_passphrase(home) from e
             raise KeyStoreError(f"cannot open the TLS identity: {e}") from e
         return cls(seal, encryption, tls)
+
+
+def seal_token_file(home: Home) -> Path:
+    """Where a home names its seal on a PKCS#11 token (one `pkcs11:` URI)."""
+    return home.seal_key.with_name("seal.pkcs11")
+
+
+def open_seal_ref(
+    ref: str, passphrase: bytes, *, expected_key_id: str | None = None, home: Home | None = None
+) -> Signer:
+    """Open a seal from its store reference: a `pkcs11:` URI (the key stays on the token)
+    or the path of an encrypted key file."""
+    if ref.startswith("pkcs11:"):
+        try:
+            from crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri
+
+            uri = Pkcs11Uri.parse(ref)
+            if uri.pin_value is not None:
+                raise KeyStoreError(
+                    "the seal's token URI carries its PIN: use pin-source=env:VARIABLE or "
+                    "pin-source=file:/path, so the PIN is not kept in the home"
+                )
+            return Pkcs11Signer.open(uri, expected_key_id=expected_key_id)
+        except ImportError as e:
+            raise KeyStoreError(
+                "the seal is on a PKCS#11 token but python-pkcs11 is not installed. "
+                "Install it (pip install python-pkcs11)"
+            ) from e
+        except KeyFileError as e:  # TokenError
+            raise KeyStoreError(f"cannot open the seal on its token: {e}") from e
+    path = Path(ref)
+    key = _open(_read(path, "a seal key"), passphrase, home or Home(path.parent.parent))
+    if not isinstance(key, SigningKey):
+        raise KeyStoreError(f"{path} does not hold an Ed25519 seal key. Restore it")
+    if expected_key_id is not None and key.key_id != expected_key_id:
+        raise KeyStoreError(f"{path} holds another key than the history names. Restore it")
+    return key
 
 
 def _open(data: bytes, passphrase: bytes, home: Home) -> SigningKey | DecryptionKey:
