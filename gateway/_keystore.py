@@ -28,6 +28,7 @@ import typer
 
 from crypto import DecryptionKey, KdfCost, KeyFileError, Signer, SigningKey, load_private_key
 from crypto.tls import TlsError, TlsIdentity
+from storage import Database, KeyStatus, NotFound, get_key
 
 from .config import ConfigError, Home
 
@@ -255,8 +256,12 @@ def save_signatory(
     return path
 
 
-def load_signatory(home: Home, user: str, passphrase: bytes) -> SigningKey:
-    """Open `user`'s personal signing key with their own passphrase."""
+def load_signatory(
+    home: Home, user: str, passphrase: bytes, *, db: Database | None = None
+) -> SigningKey:
+    """Open `user`'s personal signing key with their own passphrase. With `db`, the key
+    must also be `user`'s current key in the key history: a revoked or retired key signs
+    nothing new."""
     path = _signatory_path(home, user)
     data = _read(path, f"{user}'s signing key")
     try:
@@ -270,4 +275,16 @@ def load_signatory(home: Home, user: str, passphrase: bytes) -> SigningKey:
         raise KeyStoreError(f"{path} is damaged ({e}). Restore it from a backup") from e
     if not isinstance(key, SigningKey):
         raise KeyStoreError(f"{path} does not hold an Ed25519 signing key. Restore it")
+    if db is not None:
+        with db.session(readonly=True) as session:
+            try:
+                record = get_key(session, key.key_id)
+            except NotFound:
+                record = None
+        if record is None or record.owner != user or record.status is not KeyStatus.ACTIVE:
+            state = "unknown" if record is None else record.status.value
+            raise KeyStoreError(
+                f"{user}'s signing key {key.key_id[:16]}… is {state} in the key history and "
+                "signs nothing new. Ask an admin for a new signatory key"
+            )
     return key

@@ -171,6 +171,7 @@ def local_router(node: Node) -> APIRouter:
         """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
         if user.role not in SENDERS:
             raise _problem(403, f"a user with role {user.role.value} cannot send messages")
+
         def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
             sending = _Sending(node, user, meta, readers)  # raises on bad meta
             if not readers:
@@ -209,7 +210,9 @@ def local_router(node: Node) -> APIRouter:
                 raise _problem(409, f"message {message_id} is not a draft awaiting signature")
             envelope = Envelope.from_bytes(row.envelope)
         try:
-            signatory = load_signatory(node.home, user.name, body.passphrase.encode("utf-8"))
+            signatory = load_signatory(
+                node.home, user.name, body.passphrase.encode("utf-8"), db=node.db
+            )
         except (KeyStoreError, KeyFileError, OSError) as e:
             raise _problem(403, f"cannot use your signing key: {e}") from e
         signed = envelope.add_signatures([signatory])
@@ -354,7 +357,9 @@ class _Sending:
                     "signing a request needs your passphrase (ACCORD_SIGNATORY_PASSPHRASE)"
                 )
             try:
-                self.signatory = load_signatory(node.home, user.name, passphrase.encode("utf-8"))
+                self.signatory = load_signatory(
+                    node.home, user.name, passphrase.encode("utf-8"), db=node.db
+                )
             except (KeyStoreError, KeyFileError, OSError) as e:
                 raise _SendRefused(f"cannot use your signing key: {e}") from e
         if self.in_reply_to is not None:

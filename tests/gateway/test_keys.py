@@ -20,7 +20,7 @@ from crypto.sealed import STATEMENT_TYPE
 from gateway import _admin, _keys
 from gateway._admin import AdminError
 from gateway._keys import KeyChangeRefused, apply_peer_statement, load_key_ring
-from gateway._keystore import KeyStoreError, NodeKeys
+from gateway._keystore import KeyStoreError, NodeKeys, load_signatory
 from storage import (
     KeyKind,
     KeyStatus,
@@ -347,3 +347,24 @@ def test_key_database_is_one_transaction_when_rotation_fails(pair, monkeypatch) 
         (a.home.seal_key.parent / "history").iterdir()
     )
     assert not a.home.seal_key.with_name("seal.key.next").exists()
+
+
+def test_attack_revoked_signatory_key_signs_nothing_new(pair) -> None:
+    """Art. 4.4: a request is signed by the head or deputy; once their key is revoked
+    (a lost token, a departed deputy) it cannot sign another."""
+    a, _ = pair
+    pw = "подпись заместителя".encode()
+    user = _admin.add_user(
+        a.home, "Петров П.П.", role="signatory", signatory_passphrase=pw, now=NOW,
+        kdf_cost=CHEAP,
+    )  # fmt: skip
+    assert user.signatory_key_id is not None
+    with open_db(a) as db:
+        assert load_signatory(a.home, "Петров П.П.", pw, db=db).key_id == user.signatory_key_id
+    result = _keys.revoke(
+        a.home, user.signatory_key_id, reason="заместитель уволен", passphrase=a.passphrase,
+        now=NOW + timedelta(hours=1),
+    )  # fmt: skip
+    assert result.kind is KeyKind.SIGNATORY and result.announced_to == (PARTY_B,)
+    with open_db(a) as db, pytest.raises(KeyStoreError, match="revoked"):
+        load_signatory(a.home, "Петров П.П.", pw, db=db)
