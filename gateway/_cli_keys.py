@@ -100,6 +100,7 @@ def keys_rotate(
                 "effective": _time(result.effective),
                 "overlap_until": _time(result.overlap_until),
                 "announced_to": list(result.announced_to),
+                "fingerprint": result.fingerprint,
             }
         )
         return
@@ -109,6 +110,7 @@ def keys_rotate(
     peers = ", ".join(result.announced_to) or "no peers yet"
     typer.echo(f"The rotation statement is queued for: {peers}. A running node sends it now;")
     typer.echo("a stopped node sends it at its next start.")
+    typer.echo(f"New fingerprint (for peers added from now on): {result.fingerprint}")
 
 
 @keys_app.command("revoke")

@@ -46,6 +46,7 @@ from crypto import (
     load_private_key,
 )
 from crypto.canonical import loads_canonical
+from crypto.descriptor import format_fingerprint
 from crypto.keys import DecryptionKeyRing
 from crypto.rotation import (
     REVOCATION_TYPE,
@@ -81,7 +82,7 @@ from storage import (
     statement_applied,
 )
 
-from ._admin import AdminError, _certificate_hosts, _funnel
+from ._admin import AdminError, _certificate_hosts, _funnel, export_descriptor, read_descriptor
 from ._keystore import (
     NODE_PASSPHRASE_VAR,
     KeyStoreError,
@@ -175,6 +176,9 @@ class RotationResult:
     effective: datetime
     overlap_until: datetime
     announced_to: tuple[str, ...]
+    # The node's new fingerprint (it covers the seal, encryption and TLS keys): peers that
+    # receive the statement need no new comparison; a peer added later compares this one.
+    fingerprint: str
 
 
 def _parse_kind(kind: str | RotatedKind) -> RotatedKind:
@@ -350,7 +354,9 @@ def rotate(
             except BaseException:
                 swap.undo()
                 raise
+    descriptor = read_descriptor(export_descriptor(home, passphrase, now))
     return RotationResult(
+        fingerprint=format_fingerprint(descriptor.fingerprint),
         kind=rotated,
         old_key_id=old_id,
         new_key_id=statement.new_key_id,
@@ -1124,7 +1130,7 @@ def _diagnose_self(session: Session, party: str, now: datetime) -> list[Finding]
 
 
 def _diagnose_peer(session: Session, party: str, now: datetime) -> list[Finding]:
-    from crypto.descriptor import format_fingerprint, verify_descriptor
+    from crypto.descriptor import verify_descriptor
 
     out: list[Finding] = []
     try:
