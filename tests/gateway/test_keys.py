@@ -8,7 +8,7 @@ path over mutual TLS is in tests/integration/test_key_rotation.py).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -368,3 +368,61 @@ def test_attack_revoked_signatory_key_signs_nothing_new(pair) -> None:
     assert result.kind is KeyKind.SIGNATORY and result.announced_to == (PARTY_B,)
     with open_db(a) as db, pytest.raises(KeyStoreError, match="revoked"):
         load_signatory(a.home, "Петров П.П.", pw, db=db)
+
+
+class _DownTransport:
+    """A peer transport whose peer is unreachable."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def client(self, peer):
+        transport = self
+
+        class _Client:
+            async def post(self, *args, **kwargs):
+                transport.calls += 1
+                raise ConnectionError("сеть недоступна")
+
+        return _Client()
+
+
+def test_key_upkeep_retries_announcements_retires_overlaps_and_adopts_keys(pair, caplog) -> None:
+    """The running node's chores, on a real node object with an injected clock: a peer
+    that is down keeps the statement queued (with the error) and the old seal in use;
+    once half the window has passed the new seal is adopted anyway; when the window ends
+    the old seal is retired; a certificate near expiry is logged."""
+    import asyncio
+    import logging
+
+    from gateway._peer_keys import KeyUpkeep
+    from gateway._serve import load_node
+
+    a, _ = pair
+    old = NodeKeys.load(a.home, a.passphrase).seal.key_id
+    start = datetime.now(UTC)  # load_node reads the keys at the real time
+    result = rotate(a, "seal", now=start, days=4)
+    node = load_node(a.home.root, a.passphrase)
+    try:
+        assert node.seal.key_id == old  # held back: B has not heard of the new seal
+        clock = [start + timedelta(hours=1)]
+        node.clock = lambda: clock[0]
+        transport = _DownTransport()
+        upkeep = KeyUpkeep(node, transport)  # type: ignore[arg-type]
+        assert asyncio.run(upkeep.run_once()) == 0
+        assert transport.calls == 1 and node.seal.key_id == old
+        with open_db(a) as db, db.session(readonly=True) as session:
+            (pending,) = pending_announcements(session)
+            assert pending.attempts == 1 and "сеть недоступна" in (pending.last_error or "")
+        clock[0] = start + timedelta(days=2, hours=1)
+        asyncio.run(upkeep.run_once())
+        assert node.seal.key_id == result.new_key_id
+        tls_expiry = node.tls.not_after
+        clock[0] = tls_expiry - timedelta(days=3)
+        upkeep = KeyUpkeep(node, transport)  # type: ignore[arg-type]
+        with caplog.at_level(logging.WARNING, logger="accord.keys"):
+            asyncio.run(upkeep.run_once())
+        assert any("key expiry" in r.message and "tls" in r.message for r in caplog.records)
+        assert keys_of(a, PARTY_A, KeyKind.SEAL)[old] is KeyStatus.RETIRED
+    finally:
+        node.close()
