@@ -61,7 +61,6 @@ from crypto.rotation import (
 )
 from crypto.tls import TlsError, TlsIdentity, certificate_not_after
 from storage import (
-    USABLE_KEY_STATUSES,
     Database,
     Key,
     KeyKind,
@@ -732,7 +731,7 @@ def load_key_ring(home: Home, db: Database, passphrase: bytes, now: datetime) ->
     if RotatedKind.TLS in holding:
         tls = _open_tls(Path(local[holding[RotatedKind.TLS]].store_ref or "").parent, passphrase)
     record = local.get(seal.key_id)
-    if record is None or record.status not in USABLE_KEY_STATUSES:
+    if record is None or not record.status.usable:
         state = "unknown" if record is None else record.status.value
         raise KeyStoreError(
             f"the seal key {seal.key_id[:16]}… is {state} in this node's key history; a "
@@ -805,7 +804,7 @@ def peer_certificates(session: Session) -> dict[str, bytes]:
         if (
             key.owner in active
             and key.store_ref is None
-            and key.status in USABLE_KEY_STATUSES
+            and key.status.usable
             and isinstance(pem, str)
         ):
             found[key.key_id] = pem.encode("ascii")
@@ -1185,7 +1184,7 @@ def _diagnose_peer(session: Session, party: str, now: datetime) -> list[Finding]
     keys = list_keys(session, owner=party)
     tls = {k.key_id: k for k in keys if k.kind is KeyKind.TLS}
     pinned = tls.get(row.tls_cert_sha256)
-    pin_ok = pinned is None or pinned.status in USABLE_KEY_STATUSES
+    pin_ok = pinned is None or pinned.status.usable
     out.append(
         Finding(
             party,
@@ -1231,7 +1230,7 @@ def _diagnose_peer(session: Session, party: str, now: datetime) -> list[Finding]
             )
         )
     for kind in (KeyKind.SEAL, KeyKind.ENCRYPTION):
-        usable = [k for k in keys if k.kind is kind and k.status in USABLE_KEY_STATUSES]
+        usable = [k for k in keys if k.kind is kind and k.status.usable]
         if not usable:
             out.append(
                 Finding(

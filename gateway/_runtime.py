@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
 from crypto.tls import TlsIdentity
 from storage import (
-    USABLE_KEY_STATUSES,
     BlobStore,
     Database,
     KeyKind,
@@ -124,7 +123,7 @@ class Node:
             if peer.status is not PeerStatus.ACTIVE:
                 raise PeerUnknown(party)
             # The current keys and those in a rotation's overlap window (DESIGN 8).
-            keys = [k for k in list_keys(session, owner=party) if k.status in USABLE_KEY_STATUSES]
+            keys = [k for k in list_keys(session, owner=party) if k.status.usable]
             pem = _descriptor_pem(peer)
             # During a TLS rotation's overlap window the peer may present either certificate.
             tls_pems = [

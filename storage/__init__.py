@@ -46,7 +46,6 @@ from ._audit import (
 from ._blobs import BlobStore, BlobWriter
 from ._database import Database
 from ._directory import (
-    USABLE_KEY_STATUSES,
     add_key,
     add_peer,
     add_user,
@@ -123,7 +122,6 @@ from ._models import (
 from ._outbox import complete, fail, lease_due, release_leases, retry_later
 
 __all__ = [
-    "USABLE_KEY_STATUSES",
     "AuditCheckpoint",
     "AuditCosignature",
     "AuditLeaf",

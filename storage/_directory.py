@@ -33,7 +33,6 @@ from ._models import (
 from ._types import as_enum, check_sha256, require_aware
 
 __all__ = [
-    "USABLE_KEY_STATUSES",
     "add_key",
     "add_peer",
     "add_user",
@@ -106,11 +105,6 @@ def get_peer(session: Session, party_id: str) -> Peer:
     return peer
 
 
-# A key in one of these states is still accepted: the current key, and a rotated-out one
-# inside its overlap window (`expire_overlaps` retires it when the window ends).
-USABLE_KEY_STATUSES = (KeyStatus.ACTIVE, KeyStatus.OVERLAP)
-
-
 def find_peer_by_certificate(session: Session, tls_cert_sha256: str) -> Peer:
     """The peer whose pinned TLS certificate has this SHA-256 (its current one, or one
     announced by a TLS rotation or still in its overlap window); `NotFound` otherwise."""
@@ -123,7 +117,7 @@ def find_peer_by_certificate(session: Session, tls_cert_sha256: str) -> Peer:
         key is not None
         and key.kind is KeyKind.TLS
         and key.store_ref is None
-        and key.status in USABLE_KEY_STATUSES
+        and key.status.usable
     ):
         peer = session.get(Peer, key.owner)
         if peer is not None:

@@ -108,6 +108,11 @@ class KeyStatus(StrEnum):
     RETIRED = "retired"
     REVOKED = "revoked"
 
+    @property
+    def usable(self) -> bool:
+        """Still accepted: the current key, or a rotated-out one in its overlap window."""
+        return self in (KeyStatus.ACTIVE, KeyStatus.OVERLAP)
+
 
 class Role(StrEnum):
     OPERATOR = "operator"
