@@ -133,6 +133,7 @@ class RotationStatement:
             "party": self.party,
             "kind": self.kind.value,
             "old_key_id": self.old_key_id,
+            "new_key_id": self.new_key_id,
             "new_key": dict(self.new_key),
             "effective": format_time(self.effective),
             "overlap_until": format_time(self.overlap_until),
@@ -141,7 +142,8 @@ class RotationStatement:
 
     @classmethod
     def from_payload(cls, data: Any) -> RotationStatement:
-        fields = {"v", "party", "kind", "old_key_id", "new_key", "effective", "overlap_until"}
+        fields = {"v", "party", "kind", "old_key_id", "new_key_id", "new_key", "effective",
+                  "overlap_until"}  # fmt: skip
         data = require_keys(data, fields | {"issued"}, set(), "rotation statement")
         if data["v"] != STATEMENT_VERSION:
             raise VerificationError(f"unsupported rotation statement version {data['v']!r}")
@@ -149,11 +151,14 @@ class RotationStatement:
             kind = RotatedKind(data["kind"])
         except ValueError as e:
             raise VerificationError(f"unknown key kind {data['kind']!r}") from e
+        new_key = _parse_new_key(kind, data["new_key"])
+        if parse_hex64(data["new_key_id"], "new_key_id") != new_key_id(kind, new_key):
+            raise VerificationError("new_key_id does not name the new key")
         return cls(
             party=parse_ident(data["party"], "party"),
             kind=kind,
             old_key_id=parse_hex64(data["old_key_id"], "old_key_id"),
-            new_key=_parse_new_key(kind, data["new_key"]),
+            new_key=new_key,
             effective=parse_time(data["effective"], "effective"),
             overlap_until=parse_time(data["overlap_until"], "overlap_until"),
             issued=parse_time(data["issued"], "issued"),

@@ -259,3 +259,11 @@ def test_message_in_flight_to_the_old_encryption_key_opens_with_the_ring() -> No
     # Once the window is over the old key leaves the ring, and the message no longer opens.
     with pytest.raises(VerificationError, match="unwrap"):
         MessageOpener(verified, sent.sealed.header, DecryptionKeyRing(DecryptionKey.generate()))
+
+
+def test_attack_rotation_naming_another_new_key_id_cannot_be_parsed() -> None:
+    old, new = SigningKey.generate(), SigningKey.generate()
+    payload = _rotation(old, new).to_payload()
+    payload["new_key_id"] = SigningKey.generate().key_id
+    with pytest.raises(VerificationError, match="new_key_id"):
+        RotationStatement.from_payload(payload)
