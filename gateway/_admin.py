@@ -638,12 +638,15 @@ def add_user(
     signatory_passphrase: bytes | None = None,
     now: datetime,
     kdf_cost: KdfCost | None = None,
+    signatory_token_uri: str | None = None,
 ) -> UserResult:
     """Create a local user and return its API token (shown once).
 
     A signatory also gets a personal Ed25519 key in `home.signatory_key(name)`, encrypted
-    under `signatory_passphrase`, which must not be the node's passphrase. Peers learn the
-    key from the next exported descriptor.
+    under `signatory_passphrase`, which must not be the node's passphrase. With
+    `signatory_token_uri` the key is generated on that PKCS#11 token instead, and
+    `signatory_passphrase` is the token's PIN, which only the signatory knows: the home and
+    the database keep only the URI. Peers learn the key from the next exported descriptor.
     """
     now = _aware(now)
     name = _check_user_name(name)
@@ -682,7 +685,20 @@ def add_user(
                         now=now,
                     )
                     key_id = None
-                    if signatory_passphrase:
+                    if signatory_passphrase and signatory_token_uri is not None:
+                        _refuse_node_passphrase(home, signatory_passphrase)
+                        public = _token_signatory_key(signatory_token_uri, signatory_passphrase)
+                        key_id = public.key_id
+                        _store_key(
+                            session,
+                            key_id=public.key_id,
+                            kind=KeyKind.SIGNATORY,
+                            owner=name,
+                            public=public.to_dict(),
+                            store_ref=signatory_token_uri,
+                            not_before=now,
+                        )
+                    elif signatory_passphrase:
                         _refuse_node_passphrase(home, signatory_passphrase)
                         key = SigningKey.generate()
                         key_path = save_signatory(
@@ -704,6 +720,26 @@ def add_user(
                     key_path.unlink(missing_ok=True)
                 raise
     return UserResult(user=name, role=role, token=token, clearance=level, signatory_key_id=key_id)
+
+
+def _token_signatory_key(uri: str, pin: bytes) -> VerifyKey:
+    """Generate a signatory's key on their token with the PIN they gave."""
+    try:
+        from crypto.pkcs11 import Pkcs11Uri, TokenError, generate_token_key
+
+        from ._keystore import token_uri_with_pin
+    except ImportError as e:
+        raise AdminError("python-pkcs11 is not installed: pip install python-pkcs11") from e
+    try:
+        if Pkcs11Uri.parse(uri).pin_value is not None:
+            raise AdminError(
+                "the token URI carries a PIN: the signatory types it (use "
+                f"pin-source=env:{SIGNATORY_PASSPHRASE_VAR}); it is never stored"
+            )
+        public: VerifyKey = generate_token_key(token_uri_with_pin(uri, pin))
+    except TokenError as e:
+        raise AdminError(f"cannot make the signatory's key on the token: {e}") from e
+    return public
 
 
 def _refuse_node_passphrase(home: Home, passphrase: bytes) -> None:

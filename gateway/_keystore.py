@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -181,6 +182,63 @@ class NodeKeys:
         return cls(seal, encryption, tls)
 
 
+def _signatory_token_ref(db: Database, user: str) -> tuple[str, str] | None:
+    """(URI, key id) of `user`'s active signatory key if it lives on a token."""
+    from storage import KeyKind, list_keys
+
+    with db.session(readonly=True) as session:
+        for key in list_keys(session, owner=user, kind=KeyKind.SIGNATORY):
+            if key.status is KeyStatus.ACTIVE and (key.store_ref or "").startswith("pkcs11:"):
+                return key.store_ref or "", key.key_id
+    return None
+
+
+def token_uri_with_pin(ref: str, pin: bytes) -> Any:
+    """The `pkcs11:` URI `ref` with the PIN the person typed, in memory only."""
+    import dataclasses
+
+    from crypto.pkcs11 import Pkcs11Uri
+
+    uri = Pkcs11Uri.parse(ref)
+    return dataclasses.replace(uri, pin_source=None, pin_value=pin.decode("utf-8"))
+
+
+class _OneSignature:
+    """A token signer that signs once and then closes its session (logging out when it
+    was the last): the signatory's PIN unlocks exactly the signature they asked for."""
+
+    def __init__(self, signer: Any) -> None:
+        self._signer = signer
+        self.key_id: str = signer.key_id
+
+    def verify_key(self) -> Any:
+        return self._signer.verify_key()
+
+    def sign(self, message: bytes) -> bytes:
+        try:
+            signature: bytes = self._signer.sign(message)
+            return signature
+        finally:
+            self._signer.close()
+
+
+def _open_token_signatory(user: str, ref: str, key_id: str, pin: bytes) -> Signer:
+    try:
+        from crypto.pkcs11 import Pkcs11Signer
+
+        signer = Pkcs11Signer.open(token_uri_with_pin(ref, pin), expected_key_id=key_id)
+    except ImportError as e:
+        raise KeyStoreError(
+            f"{user}'s key is on a PKCS#11 token but python-pkcs11 is not installed"
+        ) from e
+    except (KeyFileError, UnicodeDecodeError) as e:
+        raise KeyStoreError(
+            f"cannot use {user}'s key on its token ({e}). Give {user}'s own token PIN, in "
+            f"{SIGNATORY_PASSPHRASE_VAR} or at the prompt"
+        ) from e
+    return _OneSignature(signer)
+
+
 def seal_token_file(home: Home) -> Path:
     """Where a home names its seal on a PKCS#11 token (one `pkcs11:` URI)."""
     return home.seal_key.with_name("seal.pkcs11")
@@ -258,10 +316,15 @@ def save_signatory(
 
 def load_signatory(
     home: Home, user: str, passphrase: bytes, *, db: Database | None = None
-) -> SigningKey:
+) -> Signer:
     """Open `user`'s personal signing key with their own passphrase. With `db`, the key
     must also be `user`'s current key in the key history: a revoked or retired key signs
-    nothing new."""
+    nothing new; and a key held on a PKCS#11 token opens with `passphrase` as its PIN,
+    for one signature only (the node never keeps a usable handle on it)."""
+    if db is not None:
+        token_ref = _signatory_token_ref(db, user)
+        if token_ref is not None:
+            return _open_token_signatory(user, token_ref[0], token_ref[1], passphrase)
     path = _signatory_path(home, user)
     data = _read(path, f"{user}'s signing key")
     try:

@@ -309,12 +309,19 @@ def user_add(
             "--clearance", help="Highest marking the user may read: " + ", ".join(CLEARANCES)
         ),
     ] = CLEARANCES[0],
+    token_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--token-uri",
+            help="A signatory's key on their PKCS#11 token (the passphrase is then its PIN).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create a local user and print its API token once.
 
     A signatory also gets a personal signing key under their own passphrase
-    (ACCORD_SIGNATORY_PASSPHRASE or a prompt).
+    (ACCORD_SIGNATORY_PASSPHRASE or a prompt), or on their PKCS#11 token (--token-uri).
     """
     with _refusals():
         level = _admin.parse_clearance(clearance)
@@ -332,6 +339,7 @@ def user_add(
             clearance=level,
             signatory_passphrase=signatory_passphrase,
             now=_now(),
+            signatory_token_uri=token_uri,
         )
     if json_output:
         _print_json(
