@@ -18,15 +18,7 @@ from datetime import UTC, datetime
 
 from crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
 from crypto.tls import TlsIdentity
-from storage import (
-    BlobStore,
-    Database,
-    KeyKind,
-    KeyStatus,
-    Peer,
-    PeerStatus,
-    list_keys,
-)
+from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
 from storage import get_peer as _get_peer
 
 from ._groupcommit import GroupCommit
