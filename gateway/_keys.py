@@ -304,7 +304,12 @@ def rotate(
                 overlap_until=now + overlap,
                 issued=now,
             )
-            envelope = statement.sign(keys.seal, new_seal)  # 3
+            try:
+                envelope = statement.sign(keys.seal, new_seal)  # 3
+            finally:
+                # A token signer holds a logged-in session; this command needs it no more.
+                for signer in (keys.seal, new_seal):
+                    getattr(signer, "close", lambda: None)()
             history = _history_path(home, rotated, old_id)
             swap = _FileSwap(_current_path(home, rotated), staged, history, target)
             try:
