@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,7 @@ from .errors import KeyFileError, VerificationError
 
 __all__ = [
     "DecryptionKey",
+    "DecryptionKeyRing",
     "KdfCost",
     "RecipientKey",
     "Signer",
@@ -266,6 +268,43 @@ class DecryptionKey(_PrivateKey):
 
     def _unwrap_age(self, header: _age.Header) -> bytes:
         return _age.unwrap_file_key(header, self._loaded)
+
+
+class DecryptionKeyRing(DecryptionKey):
+    """The node's current encryption key and the rotated-out ones still in their overlap
+    window, as one identity: messages sealed to any of them open (none in flight is lost
+    to a rotation), and new messages are addressed to the current one only.
+
+    A ring is never written to disk: each key keeps its own encrypted file.
+    """
+
+    def __init__(self, current: DecryptionKey, previous: Sequence[DecryptionKey] = ()) -> None:
+        super().__init__(current._secret)
+        self._previous = tuple(k for k in previous if k.key_id != current.key_id)
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return (self.key_id, *(k.key_id for k in self._previous))
+
+    def to_encrypted_file(self, passphrase: bytes, *, cost: KdfCost | None = None) -> bytes:
+        raise TypeError("a key ring is not saved; save each of its keys")
+
+    def _unwrap_age(self, header: _age.Header) -> bytes:
+        try:
+            return super()._unwrap_age(header)
+        except _age.AgeError as e:
+            # Only "no stanza for this key" sends us to the older keys; a bad MAC or a
+            # malformed header is an answer, not a miss.
+            if not self._previous or e.kind != "no match":
+                raise
+        last: _age.AgeError | None = None
+        for key in self._previous:
+            try:
+                return key._unwrap_age(header)
+            except _age.AgeError as e:
+                last = e
+        assert last is not None
+        raise last
 
 
 def load_private_key(data: bytes, passphrase: bytes) -> SigningKey | DecryptionKey:

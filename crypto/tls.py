@@ -40,11 +40,13 @@ __all__ = [
     "TlsIdentity",
     "add_pins",
     "certificate_fingerprint",
+    "certificate_not_after",
     "certificate_subject",
     "check_pin",
     "client_context",
     "local_server_context",
     "server_context",
+    "split_pem_bundle",
 ]
 
 CERT_FILE = "tls.crt"
@@ -88,6 +90,11 @@ class PinEvidence:
 def certificate_fingerprint(certificate: bytes) -> str:
     """The pin of a certificate (PEM or DER): lowercase hex SHA-256 of its DER bytes."""
     return _parse(certificate).sha256
+
+
+def certificate_not_after(certificate: bytes) -> datetime.datetime:
+    """When a certificate (PEM or DER) expires; `TlsError` if it cannot be read."""
+    return _parse(certificate).not_after
 
 
 def certificate_subject(certificate: bytes) -> str:
@@ -292,7 +299,9 @@ def server_context(identity: TlsIdentity, pinned_peer_certs: Iterable[bytes]) ->
 
 def client_context(identity: TlsIdentity, pinned_server_cert: bytes) -> ssl.SSLContext:
     """The context for calling one peer: TLS 1.3, we present our certificate, and the peer's
-    pinned certificate (PEM or DER) is the only trust anchor."""
+    pinned certificate (PEM or DER) is the only trust anchor. During a TLS rotation's
+    overlap window `pinned_server_cert` is a PEM bundle of the peer's old and new
+    certificates, and either may answer."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # The hostname check is off because the pin is stricter: the only certificate that can
     # verify is the pinned one (it is self-signed and cannot issue others), whatever name or
@@ -300,9 +309,19 @@ def client_context(identity: TlsIdentity, pinned_server_cert: bytes) -> ssl.SSLC
     # break peers reached through NAT or a renamed host.
     context.check_hostname = False
     _harden(context)
-    _trust_only(context, [pinned_server_cert])
+    _trust_only(context, split_pem_bundle(pinned_server_cert))
     identity._load_into(context)
     return context
+
+
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+
+
+def split_pem_bundle(data: bytes) -> list[bytes]:
+    """The certificates of a PEM bundle, one PEM each; DER or a single PEM as it is."""
+    if data.count(_PEM_BEGIN) <= 1:
+        return [data]
+    return [_PEM_BEGIN + part for part in data.split(_PEM_BEGIN)[1:]]
 
 
 def add_pins(context: ssl.SSLContext, certificates: Iterable[bytes]) -> None:

@@ -44,6 +44,7 @@ from crypto import (
 )
 from crypto.bundle import LogEvent
 from crypto.descriptor import NodeDescriptor, Signatory, format_fingerprint, verify_descriptor
+from crypto.tls import TlsError, certificate_not_after
 from policy import Profile, ProfileError, profile_or_default
 from storage import (
     Database,
@@ -589,12 +590,24 @@ def _store_descriptor(
         public: dict[str, object] = dict(signatory.key.to_dict())
         public.update(signatory=signatory.name, role=signatory.role)
         wanted.setdefault(signatory.key.key_id, (KeyKind.SIGNATORY, public))
-    for key_id in [*wanted, descriptor.tls_certificate_sha256]:
+    # The TLS certificate is in the key history too, so that a TLS rotation can name it.
+    wanted.setdefault(
+        descriptor.tls_certificate_sha256,
+        (
+            KeyKind.TLS,
+            {
+                "alg": "x509",
+                "sha256": descriptor.tls_certificate_sha256,
+                "certificate_pem": descriptor.tls_certificate_pem,
+            },
+        ),
+    )
+    for key_id in wanted:
         try:
             known = get_key(session, key_id)
         except NotFound:
             continue
-        kind = wanted[key_id][0] if key_id in wanted else None
+        kind = wanted[key_id][0]
         if known.owner != party or known.store_ref is not None or known.kind != kind:
             raise AdminError(
                 f"the descriptor names key {key_id[:16]}…, which is already known here as a "
@@ -653,6 +666,7 @@ def _store_descriptor(
                 public=public,
                 store_ref=None,
                 not_before=min(descriptor.created, now),
+                not_after=_certificate_expiry(public) if kind is KeyKind.TLS else None,
             )
             _audit.record(
                 session,
@@ -667,6 +681,13 @@ def _store_descriptor(
             )
     session.flush()
     return "added" if existing is None else "updated"
+
+
+def _certificate_expiry(public: dict[str, object]) -> datetime | None:
+    try:
+        return certificate_not_after(str(public["certificate_pem"]).encode("ascii"))
+    except (KeyError, TlsError):
+        return None
 
 
 # --- Users --------------------------------------------------------------------------------
@@ -694,12 +715,15 @@ def add_user(
     signatory_passphrase: bytes | None = None,
     now: datetime,
     kdf_cost: KdfCost | None = None,
+    signatory_token_uri: str | None = None,
 ) -> UserResult:
     """Create a local user and return its API token (shown once).
 
     A signatory also gets a personal Ed25519 key in `home.signatory_key(name)`, encrypted
-    under `signatory_passphrase`, which must not be the node's passphrase. Peers learn the
-    key from the next exported descriptor.
+    under `signatory_passphrase`, which must not be the node's passphrase. With
+    `signatory_token_uri` the key is generated on that PKCS#11 token instead, and
+    `signatory_passphrase` is the token's PIN, which only the signatory knows: the home and
+    the database keep only the URI. Peers learn the key from the next exported descriptor.
     """
     now = _aware(now)
     name = _check_user_name(name)
@@ -739,7 +763,20 @@ def add_user(
                     )
                     _audit.record(session, _user_event(config.party, name, role, level, now))
                     key_id = None
-                    if signatory_passphrase:
+                    if signatory_passphrase and signatory_token_uri is not None:
+                        _refuse_node_passphrase(home, signatory_passphrase)
+                        public = _token_signatory_key(signatory_token_uri, signatory_passphrase)
+                        key_id = public.key_id
+                        _store_key(
+                            session,
+                            key_id=public.key_id,
+                            kind=KeyKind.SIGNATORY,
+                            owner=name,
+                            public=public.to_dict(),
+                            store_ref=signatory_token_uri,
+                            not_before=now,
+                        )
+                    elif signatory_passphrase:
                         _refuse_node_passphrase(home, signatory_passphrase)
                         key = SigningKey.generate()
                         key_path = save_signatory(
@@ -791,13 +828,33 @@ def _own_party(session: Session) -> str:
         if key.kind is KeyKind.SEAL and key.store_ref is not None:
             return key.owner
     raise AdminError("this database holds no node seal key: run `accord init` first")
+def _token_signatory_key(uri: str, pin: bytes) -> VerifyKey:
+    """Generate a signatory's key on their token with the PIN they gave."""
+    try:
+        from crypto.pkcs11 import Pkcs11Uri, TokenError, generate_token_key
+
+        from ._keystore import token_uri_with_pin
+    except ImportError as e:
+        raise AdminError("python-pkcs11 is not installed: pip install python-pkcs11") from e
+    try:
+        if Pkcs11Uri.parse(uri).pin_value is not None:
+            raise AdminError(
+                "the token URI carries a PIN: the signatory types it (use "
+                f"pin-source=env:{SIGNATORY_PASSPHRASE_VAR}); it is never stored"
+            )
+        public: VerifyKey = generate_token_key(token_uri_with_pin(uri, pin))
+    except TokenError as e:
+        raise AdminError(f"cannot make the signatory's key on the token: {e}") from e
+    return public
 
 
 def _refuse_node_passphrase(home: Home, passphrase: bytes) -> None:
     """A signatory's key must not open with the node's passphrase: whoever runs the node
     would otherwise be able to sign in the signatory's name (art. 4.4)."""
+    # The seal file, or the encryption key's when the seal lives on a token.
+    path = home.seal_key if home.seal_key.exists() else home.encryption_key
     try:
-        load_private_key(home.seal_key.read_bytes(), passphrase)
+        load_private_key(path.read_bytes(), passphrase)
     except (KeyFileError, OSError):
         return
     raise AdminError(

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session
 
-from crypto import Envelope, VerificationError, VerifyKey
+from crypto import Envelope, VerificationError, VerifyKey, canonical_json
 from crypto.bundle import Bundle, LogEntry, LogEvent, log_origin, witness_name
 from crypto.checkpoint import (
     Checkpoint,
@@ -123,6 +123,19 @@ class EventKind(StrEnum):
     PROFILE_CHANGED = "profile.changed"
     WITNESS_FORK = "witness.fork"  # a peer presented a history contradicting one we cosigned
     BUNDLE_EXPORTED = "bundle.exported"
+    # Art. 7 (consent, purpose, markings) beyond grant, revoke and use.
+    CONSENT_RECEIVED = "consent.received"
+    CONSENT_REFUSED = "consent.refused"
+    USE_REFUSED = "use.refused"
+    MESSAGE_REMARKED = "message.remarked"
+    FORWARD_RECEIVED = "forward.received"
+    FORWARD_IN_REFUSED = "forward.in-refused"
+    # The request workflow (art. 4 to 6, 6.3, 7.4, 13).
+    CASE_OPENED = "case.opened"
+    CASE_STEP = "case.step"
+    CASE_ACCESS_GRANTED = "case.access-granted"
+    # Key lifecycle events without a kind of their own above.
+    KEY_EVENT = "key.event"
 
 
 def _sha256(data: bytes | str) -> str:
@@ -615,3 +628,19 @@ def _cosignature_verifies(
         except VerificationError:
             continue
     return False
+
+
+def flat_detail(detail: Mapping[str, Any]) -> dict[str, str | int]:
+    """An event's detail as the log holds it: texts and integers (nested values as their
+    canonical JSON), nothing absent."""
+    out: dict[str, str | int] = {}
+    for key, value in detail.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, str | int):
+            out[key] = value
+        else:
+            out[key] = canonical_json(value).decode("utf-8")
+    return out

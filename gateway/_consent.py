@@ -70,6 +70,8 @@ from storage import (
     insert_outgoing,
 )
 
+from . import _audit
+from ._audit import EventKind
 from ._keystore import KeyStoreError, load_signatory
 from ._local_api import current_user
 from ._runtime import Node, PeerUnknown
@@ -105,12 +107,44 @@ class ConsentRefused(Exception):
         self.status = status
 
 
-def _audit_event(node: Node, event: str, detail: Mapping[str, Any]) -> None:
+_EVENT_KINDS = {
+    "consent-granted": EventKind.CONSENT_GRANTED,
+    "consent-revoked": EventKind.CONSENT_REVOKED,
+    "consent-received": EventKind.CONSENT_RECEIVED,
+    "consent-refused": EventKind.CONSENT_REFUSED,
+    "use": EventKind.CONSENT_USED,
+    "use-consented": EventKind.CONSENT_USED,
+    "use-refused": EventKind.USE_REFUSED,
+    "remarked": EventKind.MESSAGE_REMARKED,
+    "forward-accepted": EventKind.FORWARDED,
+    "forward-refused": EventKind.FORWARD_REFUSED,
+    "forward-in-accepted": EventKind.FORWARD_RECEIVED,
+    "forward-in-refused": EventKind.FORWARD_IN_REFUSED,
+}
+
+
+def _audit_event(
+    node: Node, event: str, detail: Mapping[str, Any], *, session: Session | None = None
+) -> None:
     """An audit event of art. 7 (consent granted, revoked, used, refused; forward refused
-    or accepted). The lead wires this to the node's Merkle audit log (gateway/_audit.py) at
-    merge; until then it goes to the `accord.audit` logger, and the message timeline holds
-    the event where a message row exists."""
+    or accepted; re-marking): a leaf of the node's Merkle log (DESIGN 7). Given the
+    `session` of the change it records, in that transaction; otherwise in its own, after
+    the change committed (a refusal changes nothing else)."""
     audit_log.info("%s %s", event, dict(detail))
+    message_id = detail.get("message_id")
+    entry = _audit.event(
+        _EVENT_KINDS.get(event, EventKind.CONSENT_USED),
+        node.party,
+        node.clock(),
+        message_id=message_id if isinstance(message_id, str) else None,
+        detail=_audit.flat_detail(
+            {"event": event, **{k: v for k, v in detail.items() if k != "message_id"}}
+        ),
+    )
+    if session is not None:
+        _audit.record(session, entry)
+    else:
+        _audit.record_alone(node, entry)
 
 
 @dataclass(frozen=True)
@@ -464,7 +498,9 @@ def use_for_purpose(node: Node, user: User, message_id: str, purpose: str) -> di
             add_event(
                 session, message_id, "used", now=now, detail={"purpose": purpose, "by": user.name}
             )
-        _audit_event(node, "use", {"message_id": message_id, "purpose": purpose})
+            _audit_event(
+                node, "use", {"message_id": message_id, "purpose": purpose}, session=session
+            )
         return {"message_id": message_id, "purpose": purpose, "consent": None}
     try:
         with node.db.session() as session:
@@ -477,15 +513,18 @@ def use_for_purpose(node: Node, user: User, message_id: str, purpose: str) -> di
                 now=now,
                 detail={"purpose": purpose, "nonce": record.nonce, "by": user.name},
             )
+            _audit_event(
+                node,
+                "use-consented",
+                {"message_id": message_id, "purpose": purpose, "nonce": record.nonce},
+                session=session,
+            )
     except ConsentRefused as e:
         _audit_event(
             node, "use-refused", {"message_id": message_id, "purpose": purpose, "reason": str(e)}
         )
         _timeline(node, message_id, "use-refused", {"purpose": purpose, "reason": str(e)})
         raise
-    _audit_event(
-        node, "use-consented", {"message_id": message_id, "purpose": purpose, "nonce": record.nonce}
-    )
     return {"message_id": message_id, "purpose": purpose, "consent": record.nonce}
 
 
@@ -561,7 +600,7 @@ def record_incoming_control(session: Session, node: Node, message: NewMessage) -
                 now=now,
                 detail={"from": old, "to": new, "statement": message.message_id},
             )
-            _audit_event(node, "remarked", {"message_id": target, "to": new})
+            _audit_event(node, "remarked", {"message_id": target, "to": new}, session=session)
         return
     if message.type == CONSENT:
         token, raw = _incoming_token(node, message.sender, statement)
@@ -591,7 +630,10 @@ def record_incoming_control(session: Session, node: Node, message: NewMessage) -
                 detail={"nonce": token.nonce, "to": token.third_party},
             )
             _audit_event(
-                node, "consent-received", {"message_id": token.message_id, "nonce": token.nonce}
+                node,
+                "consent-received",
+                {"message_id": token.message_id, "nonce": token.nonce},
+                session=session,
             )
         return
     revocation, raw = _incoming_revocation(node, message.sender, statement)
@@ -606,7 +648,10 @@ def record_incoming_control(session: Session, node: Node, message: NewMessage) -
             session, record.message_id, "consent-revoked", now=now, detail={"nonce": record.nonce}
         )
         _audit_event(
-            node, "consent-revoked", {"message_id": record.message_id, "nonce": record.nonce}
+            node,
+            "consent-revoked",
+            {"message_id": record.message_id, "nonce": record.nonce},
+            session=session,
         )
     else:
         log.warning("revocation of consent %s arrived when it was %s", record.nonce, record.status)

@@ -67,6 +67,7 @@ from storage import (
 
 from . import _admin, _audit, _workflow
 from ._audit import EventKind
+from ._keys import expiry_warnings
 from ._keystore import KeyStoreError, load_signatory
 from ._parts import open_part, read_part
 from ._runtime import Node, PeerUnknown
@@ -121,7 +122,10 @@ def local_router(node: Node) -> APIRouter:
 
     @router.get("/health")
     def health() -> dict[str, Any]:
-        return {"party": node.party, "status": "ok", "time": node.clock().isoformat()}
+        now = node.clock()
+        with node.db.session(readonly=True) as session:
+            warnings = expiry_warnings(session, node.party, now)
+        return {"party": node.party, "status": "ok", "time": now.isoformat(), "warnings": warnings}
 
     @router.get("/whoami")
     def whoami(user: CurrentUser) -> dict[str, Any]:
@@ -216,7 +220,9 @@ def local_router(node: Node) -> APIRouter:
                 raise _problem(409, f"message {message_id} is not a draft awaiting signature")
             envelope = Envelope.from_bytes(row.envelope)
         try:
-            signatory = load_signatory(node.home, user.name, body.passphrase.encode("utf-8"))
+            signatory = load_signatory(
+                node.home, user.name, body.passphrase.encode("utf-8"), db=node.db
+            )
         except (KeyStoreError, KeyFileError, OSError) as e:
             raise _problem(403, f"cannot use your signing key: {e}") from e
         signed = envelope.add_signatures([signatory])
@@ -356,7 +362,9 @@ def local_router(node: Node) -> APIRouter:
         """A signatory grants a user need-to-know of a confidential-fact case (art. 6.3)."""
         try:
             with node.db.session() as session:
-                return _workflow.grant_access(session, user, case_id, body.user, now=node.clock())
+                return _workflow.grant_access(
+                    session, user, case_id, body.user, now=node.clock(), local=node.party
+                )
         except _workflow.WorkflowRefused as e:
             raise _problem(e.status, str(e)) from e
 
@@ -462,7 +470,9 @@ class _Sending:
                     "signing a request needs your passphrase (ACCORD_SIGNATORY_PASSPHRASE)"
                 )
             try:
-                self.signatory = load_signatory(node.home, user.name, passphrase.encode("utf-8"))
+                self.signatory = load_signatory(
+                    node.home, user.name, passphrase.encode("utf-8"), db=node.db
+                )
             except (KeyStoreError, KeyFileError, OSError) as e:
                 raise _SendRefused(f"cannot use your signing key: {e}") from e
         if self.in_reply_to is not None:

@@ -23,6 +23,7 @@ from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, l
 from storage import get_peer as _get_peer
 
 from ._groupcommit import GroupCommit
+from ._keystore import NodeKeys
 from .config import Home, NodeConfig
 
 __all__ = ["PROFILE_HEADER", "Node", "PeerKeys", "utc_now"]
@@ -70,6 +71,9 @@ class Node:
     clock: Callable[[], datetime] = utc_now
     # The agreement profile (markings, periods, Parties); peers must hold the same one.
     profile: Profile = field(default_factory=default_profile)
+    # Reopens the node's keys from its home (it holds the passphrase): the key upkeep task
+    # calls it when the key history changes (`gateway._keys.load_key_ring`).
+    key_loader: Callable[[datetime], NodeKeys] | None = None
     peer_cache_seconds: float = 5.0
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
@@ -116,14 +120,26 @@ class Node:
                 raise PeerUnknown(party) from e
             if peer.status is not PeerStatus.ACTIVE:
                 raise PeerUnknown(party)
-            keys = list_keys(session, owner=party, status=KeyStatus.ACTIVE)
+            # The current keys and those in a rotation's overlap window (DESIGN 8).
+            keys = [k for k in list_keys(session, owner=party) if k.status.usable]
             pem = _descriptor_pem(peer)
+            # During a TLS rotation's overlap window the peer may present either certificate.
+            tls_pems = [
+                str(k.public["certificate_pem"])
+                for k in keys
+                if k.kind is KeyKind.TLS and "certificate_pem" in k.public
+            ]
+            if tls_pems:
+                pem = "".join(p if p.endswith("\n") else p + "\n" for p in tls_pems)
         seals = {k.key_id: VerifyKey.from_dict(k.public) for k in keys if k.kind is KeyKind.SEAL}
         signatories = {
             k.key_id: VerifyKey.from_dict(k.public) for k in keys if k.kind is KeyKind.SIGNATORY
         }
+        # New messages go to the peer's current encryption key (the newest active one).
         encryption = [
-            RecipientKey.from_dict(k.public) for k in keys if k.kind is KeyKind.ENCRYPTION
+            RecipientKey.from_dict(k.public)
+            for k in sorted(keys, key=lambda k: (k.status is KeyStatus.ACTIVE, k.not_before))
+            if k.kind is KeyKind.ENCRYPTION
         ]
         if not seals or not encryption:
             raise PeerUnknown(party)

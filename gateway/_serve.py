@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import uvicorn
@@ -22,9 +23,11 @@ from storage import BlobStore, Database, PeerStatus, list_peers
 
 from ._audit import AuditScheduler
 from ._delivery import DeliveryWorker, PeerTransport
+from ._keys import load_key_ring, peer_certificates
 from ._keystore import NodeKeys
 from ._peer_audit import PeerWitnessTransport
-from ._runtime import Node, _descriptor_pem
+from ._peer_keys import KeyUpkeep
+from ._runtime import Node, _descriptor_pem, utc_now
 from ._tls import build_server
 from .app import create_app, with_face
 from .config import Home
@@ -38,9 +41,15 @@ PIN_REFRESH_SECONDS = 2.0
 def load_node(home_dir: Path, passphrase: bytes) -> Node:
     home = Home(home_dir)
     config = home.load_config()
-    keys = NodeKeys.load(home, passphrase)
+    NodeKeys.load(home, passphrase)  # a wrong passphrase is reported before the database
     db = Database.open(config.database)
     db.migrate()
+
+    # The node holds its passphrase to adopt rotated keys while it runs (gateway/_keys.py).
+    def key_loader(now: datetime) -> NodeKeys:
+        return load_key_ring(home, db, passphrase, now)
+
+    keys = key_loader(utc_now())
     return Node(
         home=home,
         config=config,
@@ -50,13 +59,17 @@ def load_node(home_dir: Path, passphrase: bytes) -> Node:
         encryption=keys.encryption,
         tls=keys.tls,
         profile=profile_or_default(home.profile_file),
+        key_loader=key_loader,
     )
 
 
 def _peer_certificates(node: Node) -> dict[str, bytes]:
     with node.db.session(readonly=True) as session:
         peers = [p for p in list_peers(session) if p.status is PeerStatus.ACTIVE]
-        return {p.tls_cert_sha256: _descriptor_pem(p).encode("ascii") for p in peers}
+        pins = {p.tls_cert_sha256: _descriptor_pem(p).encode("ascii") for p in peers}
+        # Certificates announced by a TLS rotation, or still in its overlap window; they
+        # win over the onboarding descriptor's, which a TLS rotation has made stale.
+        return pins | peer_certificates(session)
 
 
 def _active_peers(node: Node) -> list[str]:
@@ -146,6 +159,7 @@ async def serve(
             ),
             name="audit",
         ),
+        asyncio.create_task(KeyUpkeep(node, transport).run(stop), name="keys"),
     ]
     # Kept apart from `tasks`: it ends once the node is up, which is no reason to stop.
     announcer = asyncio.create_task(_announce(ready, peer_server, local_server)) if ready else None

@@ -76,6 +76,8 @@ from storage import (
     record_agreement_notice,
 )
 
+from . import _audit
+from ._audit import EventKind
 from ._runtime import Node
 
 __all__ = [
@@ -163,13 +165,21 @@ def _ref(case: Case | CaseRow) -> str:
     return case.case_id
 
 
-def _audit_event(event: str, case: Case | CaseRow, **detail: Any) -> dict[str, Any]:
-    """The audit event of a workflow step (DESIGN 7), returned and logged.
+_AUDIT_KINDS = {
+    "opened": EventKind.CASE_OPENED,
+    "step": EventKind.CASE_STEP,
+    "access-granted": EventKind.CASE_ACCESS_GRANTED,
+}
 
-    This is where the workflow's audit leaf belongs: the lead wires it to the audit log
-    (gateway/_audit.py on its branch) by appending `canonical_json(event)` in the same
-    transaction. The event never holds content, and names a confidential-fact case only
-    by a digest (art. 6.3).
+
+def _audit_event(
+    session: Session, local: str, now: datetime, event: str, case: Case | CaseRow, **detail: Any
+) -> dict[str, Any]:
+    """The audit event of a workflow step (DESIGN 7): a leaf of the node's log, appended
+    in `session`'s transaction (the one that moves the case), and returned.
+
+    The event never holds content, and names a confidential-fact case only by a digest
+    (art. 6.3): no message id, no parties.
     """
     record: dict[str, Any] = {"event": f"workflow.{event}", "case": _ref(case)}
     if not case.confidential_fact:
@@ -178,6 +188,15 @@ def _audit_event(event: str, case: Case | CaseRow, **detail: Any) -> dict[str, A
         # Only what an auditor needs to follow the state machine: no parties, no ids.
         record.update({k: detail[k] for k in ("kind", "state") if k in detail})
     audit_log.info("%s", record)
+    _audit.record(
+        session,
+        _audit.event(
+            _AUDIT_KINDS.get(event, EventKind.CASE_STEP),
+            local,
+            now,
+            detail=_audit.flat_detail(record),
+        ),
+    )
     return record
 
 
@@ -218,7 +237,7 @@ def _visible_case(session: Session, user: User, case_id: str) -> CaseRow:
 
 
 def grant_access(
-    session: Session, user: User, case_id: str, target: str, *, now: datetime
+    session: Session, user: User, case_id: str, target: str, *, now: datetime, local: str
 ) -> dict[str, Any]:
     """A signatory records that `target` has need-to-know of a case (art. 6.3)."""
     if user.role is not Role.SIGNATORY:
@@ -227,7 +246,7 @@ def grant_access(
         )
     row = _visible_case(session, user, case_id)
     grant_case_access(session, case_id, target, granted_by=user.name, now=now)
-    _audit_event("access-granted", row, user=target, by=user.name)
+    _audit_event(session, local, now, "access-granted", row, user=target, by=user.name)
     return {"case_id": case_id, "user": target, "granted_by": user.name}
 
 
@@ -475,7 +494,7 @@ def record_outgoing(
             urgent_oral=plan.urgent_oral,
             confidential_fact=plan.confidential_fact,
         )
-        _create(session, case, party=party, now=now)
+        _create(session, case, party=party, local=party, now=now)
         grant_case_access(session, message_id, user.name, granted_by=user.name, now=now)
         return
     if plan.kind == TERMINATION:
@@ -490,6 +509,7 @@ def record_outgoing(
         plan.case_id,
         Kind(plan.kind),
         party=party,
+        local=party,
         message_id=message_id,
         now=now,
         reasons=plan.reasons,
@@ -498,7 +518,7 @@ def record_outgoing(
     )
 
 
-def _create(session: Session, case: Case, *, party: str, now: datetime) -> None:
+def _create(session: Session, case: Case, *, party: str, local: str, now: datetime) -> None:
     row = CaseRow(
         case_id=case.case_id,
         requesting=case.requesting,
@@ -512,6 +532,9 @@ def _create(session: Session, case: Case, *, party: str, now: datetime) -> None:
     )
     create_case(session, row, kind=REQUEST, party=party, detail={"urgent_oral": case.urgent_oral})
     _audit_event(
+        session,
+        local,
+        now,
         "opened",
         case,
         kind=REQUEST,
@@ -528,6 +551,7 @@ def _advance(
     kind: Kind,
     *,
     party: str,
+    local: str,
     message_id: str,
     now: datetime,
     reasons: str | None,
@@ -548,7 +572,9 @@ def _advance(
         now=now,
         detail=detail,
     )
-    _audit_event("step", after, kind=kind.value, state=after.state.value, party=party)
+    _audit_event(
+        session, local, now, "step", after, kind=kind.value, state=after.state.value, party=party
+    )
     return after
 
 
@@ -663,7 +689,7 @@ def record_incoming_step(
             urgent_oral=incoming.urgent_oral,
             confidential_fact=incoming.confidential_fact,
         )
-        _create(session, case, party=incoming.sender, now=now)
+        _create(session, case, party=incoming.sender, local=incoming.recipient, now=now)
         return
     if incoming.kind == TERMINATION:
         record_agreement_notice(
@@ -682,6 +708,7 @@ def record_incoming_step(
         incoming.case_id,
         Kind(incoming.kind),
         party=incoming.sender,
+        local=incoming.recipient,
         message_id=message_id,
         now=now,
         reasons=incoming.reasons,

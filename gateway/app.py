@@ -20,6 +20,7 @@ from ._local_api import local_router
 from ._local_audit import local_audit_router
 from ._peer_api import peer_router
 from ._peer_audit import peer_audit_router
+from ._peer_keys import peer_keys_router
 from ._runtime import Node
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
@@ -45,6 +46,7 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(forward_peer_router(node))
     app.include_router(local_audit_router(node))
     app.include_router(peer_audit_router(node))
+    app.include_router(peer_keys_router(node))
 
     @app.middleware("http")
     async def faces(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

@@ -309,12 +309,19 @@ def user_add(
             "--clearance", help="Highest marking the user may read: " + ", ".join(CLEARANCES)
         ),
     ] = CLEARANCES[0],
+    token_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--token-uri",
+            help="A signatory's key on their PKCS#11 token (the passphrase is then its PIN).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create a local user and print its API token once.
 
     A signatory also gets a personal signing key under their own passphrase
-    (ACCORD_SIGNATORY_PASSPHRASE or a prompt).
+    (ACCORD_SIGNATORY_PASSPHRASE or a prompt), or on their PKCS#11 token (--token-uri).
     """
     with _refusals():
         level = _admin.parse_clearance(clearance)
@@ -332,6 +339,7 @@ def user_add(
             clearance=level,
             signatory_passphrase=signatory_passphrase,
             now=_now(),
+            signatory_token_uri=token_uri,
         )
     if json_output:
         _print_json(
@@ -355,43 +363,6 @@ def user_add(
         )
 
 
-@keys_app.command("list")
-def keys_list(
-    home: HomeOption,
-    peers: Annotated[
-        bool, typer.Option("--peers", help="Also list the peers' keys this node trusts.")
-    ] = False,
-    json_output: JsonOption = False,
-) -> None:
-    """Every key this node ever held: id, kind, status, validity, owner."""
-    with _refusals():
-        keys = _admin.list_keys(_home(home), include_peers=peers)
-    if json_output:
-        _print_json(
-            [
-                {
-                    "key_id": k.key_id,
-                    "kind": k.kind.value,
-                    "status": k.status.value,
-                    "not_before": _time(k.not_before),
-                    "not_after": _time(k.not_after),
-                    "owner": k.owner,
-                    "local": k.local,
-                }
-                for k in keys
-            ]
-        )
-        return
-    typer.echo(
-        f"{'KEY ID':<64}  {'KIND':<10}  {'STATUS':<7}  {'NOT BEFORE':<20}  {'NOT AFTER':<20}  OWNER"
-    )
-    for k in keys:
-        typer.echo(
-            f"{k.key_id:<64}  {k.kind.value:<10}  {k.status.value:<7}  "
-            f"{_time(k.not_before) or '':<20}  {_time(k.not_after) or '-':<20}  {k.owner}"
-        )
-
-
 @app.callback()
 def _root() -> None:
     """Accord gateway node and tools."""
@@ -402,5 +373,13 @@ def main() -> None:
 
 
 # Register serve, the users' commands, the workflow's (reply, confirm, case, agreement),
-# the policy's (consent, forward, remark, provenance) and the auditors' (bundle, verify, audit).
-from . import _cli_audit, _cli_node, _cli_policy, _cli_user, _cli_workflow  # noqa: E402, F401
+# the policy's (consent, forward, remark, provenance), the auditors' (bundle, verify,
+# audit) and the key lifecycle's (keys, doctor).
+from . import (  # noqa: E402, F401
+    _cli_audit,
+    _cli_keys,
+    _cli_node,
+    _cli_policy,
+    _cli_user,
+    _cli_workflow,
+)

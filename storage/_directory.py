@@ -19,23 +19,41 @@ from sqlalchemy import exc as sa_exc
 from sqlmodel import Session, col, select
 
 from ._errors import DuplicateError, InvalidValue, NotFound
-from ._models import Key, KeyKind, KeyStatus, Peer, PeerStatus, Role, User
+from ._models import (
+    Key,
+    KeyAnnouncement,
+    KeyEvent,
+    KeyKind,
+    KeyStatus,
+    Peer,
+    PeerStatus,
+    Role,
+    User,
+)
 from ._types import as_enum, check_sha256, require_aware
 
 __all__ = [
     "add_key",
     "add_peer",
     "add_user",
+    "expire_overlaps",
     "find_peer_by_certificate",
     "find_user_by_token_hash",
     "get_key",
     "get_peer",
     "get_user",
+    "list_key_events",
     "list_keys",
     "list_peers",
     "list_users",
+    "mark_announcement",
+    "overlap_key",
+    "pending_announcements",
+    "queue_announcement",
+    "record_key_event",
     "retire_key",
     "revoke_key",
+    "statement_applied",
 ]
 
 # Members that hold private material in JWK (RFC 7517/8037) and in the usual ad hoc
@@ -88,12 +106,23 @@ def get_peer(session: Session, party_id: str) -> Peer:
 
 
 def find_peer_by_certificate(session: Session, tls_cert_sha256: str) -> Peer:
-    """The peer whose pinned TLS certificate has this SHA-256; `NotFound` otherwise."""
+    """The peer whose pinned TLS certificate has this SHA-256 (its current one, or one
+    announced by a TLS rotation or still in its overlap window); `NotFound` otherwise."""
     check_sha256(tls_cert_sha256, "tls_cert_sha256")
     peer = session.exec(select(Peer).where(Peer.tls_cert_sha256 == tls_cert_sha256)).first()
-    if peer is None:
-        raise NotFound("no peer pins this certificate")
-    return peer
+    if peer is not None:
+        return peer
+    key = session.get(Key, tls_cert_sha256)
+    if (
+        key is not None
+        and key.kind is KeyKind.TLS
+        and key.store_ref is None
+        and key.status.usable
+    ):
+        peer = session.get(Peer, key.owner)
+        if peer is not None:
+            return peer
+    raise NotFound("no peer pins this certificate")
 
 
 def list_peers(session: Session) -> Sequence[Peer]:
@@ -180,6 +209,33 @@ def retire_key(session: Session, key_id: str, *, now: datetime) -> Key:
     return key
 
 
+def overlap_key(session: Session, key_id: str, *, until: datetime) -> Key:
+    """Mark a key rotated out: still accepted until `until` (the overlap window)."""
+    key = get_key(session, key_id)
+    if key.status is not KeyStatus.ACTIVE:
+        raise InvalidValue(f"key {key_id!r} is {key.status.value}; only an active key rotates")
+    key.status = KeyStatus.OVERLAP
+    key.not_after = require_aware(until, "until")
+    session.add(key)
+    session.flush()
+    return key
+
+
+def expire_overlaps(session: Session, *, now: datetime) -> list[Key]:
+    """Retire every key whose overlap window has ended by `now`; returns them."""
+    now = require_aware(now, "now")
+    ended = [
+        k
+        for k in session.exec(select(Key).where(Key.status == KeyStatus.OVERLAP)).all()
+        if k.not_after is not None and k.not_after <= now
+    ]
+    for key in ended:
+        key.status = KeyStatus.RETIRED
+        session.add(key)
+    session.flush()
+    return ended
+
+
 def revoke_key(session: Session, key_id: str, *, reason: str, now: datetime) -> Key:
     """Mark a key revoked from `now`, with the reason given by the admin."""
     key = get_key(session, key_id)
@@ -232,3 +288,98 @@ def find_user_by_token_hash(session: Session, token_sha256: str) -> User | None:
 def list_users(session: Session) -> Sequence[User]:
     """Every local user, by name."""
     return session.exec(select(User).order_by(col(User.name))).all()
+
+
+# --- Key events and announcements ---------------------------------------------------------
+
+
+def record_key_event(
+    session: Session,
+    *,
+    event: str,
+    key: Key,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    statement_sha256: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> KeyEvent:
+    """Append one event to the key history (kept for ever, never updated)."""
+    row = KeyEvent(
+        at=require_aware(now, "now"),
+        event=event,
+        key_id=key.key_id,
+        owner=key.owner,
+        kind=key.kind,
+        actor=actor,
+        reason=reason,
+        statement_sha256=(
+            None if statement_sha256 is None else check_sha256(statement_sha256, "statement_sha256")
+        ),
+        detail=dict(detail or {}),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_key_events(
+    session: Session, *, key_id: str | None = None, owner: str | None = None
+) -> Sequence[KeyEvent]:
+    """Key events, oldest first, optionally for one key or one owner."""
+    query = select(KeyEvent)
+    if key_id is not None:
+        query = query.where(KeyEvent.key_id == key_id)
+    if owner is not None:
+        query = query.where(KeyEvent.owner == owner)
+    return session.exec(query.order_by(col(KeyEvent.id))).all()
+
+
+def statement_applied(session: Session, statement_sha256: str) -> bool:
+    """Whether a key-change statement with this payload digest was already applied."""
+    check_sha256(statement_sha256, "statement_sha256")
+    query = select(KeyEvent.id).where(KeyEvent.statement_sha256 == statement_sha256)
+    return session.exec(query).first() is not None
+
+
+def queue_announcement(
+    session: Session, *, peer: str, payload_type: str, envelope: str, now: datetime
+) -> KeyAnnouncement:
+    """Queue a signed key-change statement for delivery to `peer`."""
+    row = KeyAnnouncement(
+        peer=peer,
+        payload_type=payload_type,
+        envelope=envelope,
+        created_at=require_aware(now, "now"),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def pending_announcements(
+    session: Session, *, peer: str | None = None
+) -> Sequence[KeyAnnouncement]:
+    """Announcements not yet delivered, oldest first (a peer applies them in order)."""
+    query = select(KeyAnnouncement).where(col(KeyAnnouncement.sent_at).is_(None))
+    if peer is not None:
+        query = query.where(KeyAnnouncement.peer == peer)
+    return session.exec(query.order_by(col(KeyAnnouncement.id))).all()
+
+
+def mark_announcement(
+    session: Session, announcement_id: int, *, now: datetime, error: str | None = None
+) -> KeyAnnouncement:
+    """Record a delivery attempt: sent when `error` is None, else the error kept."""
+    row = session.get(KeyAnnouncement, announcement_id)
+    if row is None:
+        raise NotFound(f"no key announcement {announcement_id}")
+    row.attempts += 1
+    if error is None:
+        row.sent_at = require_aware(now, "now")
+        row.last_error = None
+    else:
+        row.last_error = error[:2000]
+    session.add(row)
+    session.flush()
+    return row

@@ -55,6 +55,8 @@ __all__ = [
     "Direction",
     "ForwardRecord",
     "Key",
+    "KeyAnnouncement",
+    "KeyEvent",
     "KeyKind",
     "KeyStatus",
     "Message",
@@ -107,9 +109,18 @@ class KeyKind(StrEnum):
 
 
 class KeyStatus(StrEnum):
+    """Where a key stands. `overlap`: rotated out, still accepted (and, for an encryption
+    key, still decrypting) until its `not_after`; afterwards it counts as retired."""
+
     ACTIVE = "active"
+    OVERLAP = "overlap"
     RETIRED = "retired"
     REVOKED = "revoked"
+
+    @property
+    def usable(self) -> bool:
+        """Still accepted: the current key, or a rotated-out one in its overlap window."""
+        return self in (KeyStatus.ACTIVE, KeyStatus.OVERLAP)
 
 
 class Role(StrEnum):
@@ -565,3 +576,46 @@ class WitnessEvidence(_Table, table=True):
     note: str = Field(sa_type=Text)
     reason: str = Field(sa_type=Text)
     detected_at: datetime = Field(sa_type=UTCDateTime)
+# --- Key lifecycle (issue 5; see `_directory` and `gateway._keys`) ----------------------
+
+
+class KeyEvent(_Table, table=True):
+    """One event in the life of a key, kept for ever: generated, rotated in or out,
+    revoked, a peer's rotation or revocation applied, a passphrase changed. `actor` is the
+    local admin (or the peer) who caused it; `statement_sha256` names the signed statement
+    that announced it, so a replayed statement is recognised."""
+
+    __tablename__ = "key_events"
+    __table_args__ = (
+        Index("ix_key_events_key_id", "key_id"),
+        Index("ix_key_events_statement_sha256", "statement_sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_INDEX)
+    at: datetime = Field(sa_type=UTCDateTime)
+    event: str = Field(sa_type=String(64))
+    key_id: str = Field(sa_type=_ID)
+    owner: str = Field(sa_type=_ID)
+    kind: KeyKind = Field(sa_type=EnumText(KeyKind))
+    actor: str = Field(sa_type=_ID)
+    reason: str | None = Field(default=None, sa_type=Text)
+    statement_sha256: str | None = Field(default=None, sa_type=_SHA256)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DOCUMENT)
+
+
+class KeyAnnouncement(_Table, table=True):
+    """A signed rotation or revocation statement waiting to reach one peer (an outbox of
+    its own: a node that is stopped when its admin rotates sends it at the next start)."""
+
+    __tablename__ = "key_announcements"
+    __table_args__ = (Index("ix_key_announcements_peer_sent_at", "peer", "sent_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=_INDEX)
+    peer: str = Field(sa_type=_ID)
+    payload_type: str = Field(sa_type=String(255))
+    # The DSSE envelope exactly as signed.
+    envelope: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    attempts: int = Field(default=0, sa_type=Integer)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, sa_type=Text)

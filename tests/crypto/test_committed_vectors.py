@@ -32,7 +32,7 @@ FILES = sorted(VECTORS.glob("*.json"))
 
 def test_vectors_are_committed() -> None:
     kinds = {f.name.split("_")[0] for f in FILES}
-    assert kinds == {"envelope", "message", "receipt"}
+    assert kinds == {"envelope", "message", "receipt", "rotation"}
     assert any("valid" == json.loads(f.read_text())["expect"] for f in FILES)
 
 
@@ -59,6 +59,23 @@ def _check(case) -> list[str]:
             payload_type=case["payload_type"],
             required=case["required"],
         )
+        return []
+    if kind == "rotation":
+        from crypto.rotation import HistoricKey, KeyHistory, verify_revocation, verify_rotation
+
+        def at(text):
+            return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+        history = KeyHistory(
+            case["party"],
+            tuple(
+                HistoricKey(VerifyKey.from_dict(k["key"]), at(k["not_before"]),
+                            at(k["not_after"]), at(k["revoked_at"]))
+                for k in case["history"]
+            ),
+        )  # fmt: skip
+        verify = verify_rotation if case["statement"] == "rotation" else verify_revocation
+        verify(env, party=case["party"], history=history, now=at(case["now"]))
         return []
     if kind == "receipt":
         verify_receipt(

@@ -367,12 +367,15 @@ def test_two_homes_exchange_descriptors(tmp_path: Path, database_url: str) -> No
     assert peer.name == f"Узел {PARTY_A}"
     assert trusted[KeyKind.SEAL].key_id == a_keys.seal.key_id
     assert trusted[KeyKind.ENCRYPTION].key_id == a_keys.encryption.key_id
+    # The pinned certificate is in the key history too, so a TLS rotation can name it.
+    assert trusted[KeyKind.TLS].key_id == a_keys.tls.fingerprint
+    assert trusted[KeyKind.TLS].not_after == a_keys.tls.not_after
     assert all(k.store_ref is None for k in trusted.values())
 
     # Adding the same descriptor again changes nothing.
     again = add_peer(b.home, a_descriptor, fingerprint=a.init.fingerprint, now=NOW)
     assert again.change == "unchanged"
-    assert len(list_keys(b.home, include_peers=True)) == 5
+    assert len(list_keys(b.home, include_peers=True)) == 6  # 3 of B's own, 3 of A's
 
 
 def test_peer_add_with_wrong_fingerprint_refused(
@@ -703,6 +706,7 @@ def test_list_keys(node_a: Node, node_b: Node) -> None:
     assert {(k.kind, k.owner) for k in peers} == {
         (KeyKind.SEAL, PARTY_B),
         (KeyKind.ENCRYPTION, PARTY_B),
+        (KeyKind.TLS, PARTY_B),
     }
 
 

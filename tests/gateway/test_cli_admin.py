@@ -266,6 +266,7 @@ def test_peer_add_with_fingerprint(tmp_path: Path) -> None:
     assert {(k["kind"], k["owner"]) for k in peers_of(b.home)} == {
         ("seal", PARTY_A),
         ("encryption", PARTY_A),
+        ("tls", PARTY_A),
     }
 
 
@@ -458,6 +459,7 @@ def test_admin_flow_in_real_processes(tmp_path: Path) -> None:
     assert {k["kind"] for k in json.loads(listed.stdout) if k["owner"] == PARTY_A} == {
         "seal",
         "encryption",
+        "tls",
     }
 
 

@@ -410,21 +410,34 @@ def test_art_6_3_confidential_fact_case_is_hidden_without_need_to_know(
     head = _user("Сидоров С.С.", Role.SIGNATORY)
     with ru.db.session() as session:
         with pytest.raises(WorkflowRefused):
-            _workflow.grant_access(session, CLERK_RU, "запрос", OUTSIDER_RU.name, now=T0)
-        _workflow.grant_access(session, head, "запрос", OUTSIDER_RU.name, now=T0)
+            _workflow.grant_access(
+                session, CLERK_RU, "запрос", OUTSIDER_RU.name, now=T0, local=ru.party
+            )
+        _workflow.grant_access(session, head, "запрос", OUTSIDER_RU.name, now=T0, local=ru.party)
     with ru.db.session(readonly=True) as session:
         assert _workflow.is_visible(session, OUTSIDER_RU, "запрос")
 
 
-def test_art_6_3_audit_event_names_a_confidential_case_only_by_digest() -> None:
+def test_art_6_3_audit_event_names_a_confidential_case_only_by_digest(db: Database) -> None:
+    """The returned record and the leaf appended to RU's audit log name a confidential-fact
+    case by a digest only: no case id, no requesting Party."""
     from policy.workflow import open_case
+    from storage import list_leaves
 
     case = open_case("тайный запрос", requesting=BY, requested=RU, now=T0, confidential_fact=True)
-    event = _workflow._audit_event("step", case, kind="result", state="completed", party=RU)
-    assert "тайный запрос" not in str(event) and RU not in str(event)
-    assert event["case"].startswith("sha256:") and event["kind"] == "result"
     plain = open_case("запрос", requesting=BY, requested=RU, now=T0)
-    assert _workflow._audit_event("step", plain, kind="result", party=RU)["party"] == RU
+    with db.session() as session:
+        event = _workflow._audit_event(
+            session, RU, T0, "step", case, kind="result", state="completed", party=BY
+        )
+        shown = _workflow._audit_event(session, RU, T0, "step", plain, kind="result", party=BY)
+    assert "тайный запрос" not in str(event) and BY not in str(event)
+    assert event["case"].startswith("sha256:") and event["kind"] == "result"
+    assert shown["party"] == BY
+    with db.session(readonly=True) as session:
+        hidden, visible = (leaf.leaf.decode("utf-8") for leaf in list_leaves(session))
+    assert "тайный запрос" not in hidden and BY not in hidden and event["case"] in hidden
+    assert "case.step" in hidden and BY in visible
 
 
 def test_art_13_no_new_requests_after_the_notice_period_but_cases_go_on(

@@ -284,9 +284,77 @@ def receipt_cases() -> list[dict[str, Any]]:
     ]
 
 
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rotation_cases() -> list[dict[str, Any]]:
+    """Rotation and revocation statements of A, checked against A's key history at `now`
+    (crypto.rotation; docs/protocol.md "Key-change statements")."""
+    from crypto.rotation import RevocationStatement, RotatedKind, RotationStatement
+
+    old, new, other = signing_key("a-seal-1"), signing_key("a-seal-2"), signing_key("mallory")
+    week = timedelta(days=7)
+
+    def history(revoked_at: datetime | None = None) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": old.verify_key().to_dict(),
+                "not_before": _time(NOW - timedelta(days=365)),
+                "not_after": None,
+                "revoked_at": _time(revoked_at),
+            },
+            {
+                "key": other.verify_key().to_dict(),
+                "not_before": _time(NOW - timedelta(days=365)),
+                "not_after": _time(NOW - timedelta(days=300)),
+                "revoked_at": None,
+            },
+        ]
+
+    rotation = RotationStatement(
+        party="МВД-РБ",
+        kind=RotatedKind.SEAL,
+        old_key_id=old.key_id,
+        new_key=new.verify_key().to_dict(),
+        effective=NOW,
+        overlap_until=NOW + week,
+        issued=NOW,
+    )
+    good = rotation.sign(old, new)
+    base = {"party": "МВД-РБ", "now": _time(NOW), "history": history(), "statement": "rotation"}
+    revocation = RevocationStatement("МВД-РБ", other.key_id, NOW, "ключ утерян", NOW)
+    return [
+        dict(base, name="rotation_valid_seal.json", expect="valid",
+             description="signed by the old seal and the new one", envelope=good.to_dict()),
+        dict(base, name="rotation_without_proof_of_possession.json", expect="invalid",
+             description="the new seal did not sign",
+             envelope=Envelope(good.payload_type, good.payload, good.signatures[:1]).to_dict()),
+        dict(base, name="rotation_signed_by_revoked_key.json", expect="invalid",
+             description="the old seal was revoked an hour before the statement",
+             history=history(revoked_at=NOW - timedelta(hours=1)), envelope=good.to_dict()),
+        dict(base, name="rotation_forged_by_retired_key.json", expect="invalid",
+             description="signed by a seal whose overlap window ended long ago",
+             envelope=sign_envelope(good.payload_type, good.payload, [other, new]).to_dict()),
+        dict(base, name="rotation_other_party.json", expect="invalid",
+             description="A's statement presented as another Party's", party="Росгвардия",
+             envelope=good.to_dict()),
+        dict(base, name="rotation_revocation_signed_by_the_revoked_key.json",
+             expect="invalid", statement="revocation",
+             description="a key cannot revoke itself: another current seal signs",
+             envelope=sign_envelope(
+                 "application/vnd.accord.key-revocation+json; version=1",
+                 revocation.to_payload(), [other],
+             ).to_dict()),
+        dict(base, name="rotation_revocation_valid.json", expect="valid",
+             statement="revocation", description="A's current seal revokes a retired key",
+             envelope=revocation.sign(old).to_dict()),
+    ]  # fmt: skip
+
+
 def render() -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    for group in (envelope_cases(), message_cases(), receipt_cases()):
+    for group in (envelope_cases(), message_cases(), receipt_cases(), rotation_cases()):
         for c in group:
             files[c["name"]] = (
                 json.dumps(c, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
