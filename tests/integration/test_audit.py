@@ -98,6 +98,11 @@ def _send_request(nodes: Nodes) -> str:
         body=SECRET_BODY,
         marking={"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
         purpose="установление обстоятельств по делу № 42/2026 (статья 4 Соглашения)",
+        fields={  # agreement art. 4.3
+            "essence": "Хищение грузов на железнодорожном транспорте",
+            "justification": "Уголовное дело № 42/2026 (ст. 4 Соглашения)",
+            "assistance": "Сообщить сведения о получателе груза",
+        },
     )
     assert response.status_code == 201, response.text
     message_id: str = response.json()["message_id"]
