@@ -29,18 +29,15 @@ import httpx
 from crypto import Envelope, VerificationError, verify_receipt
 from crypto.tls import client_context
 from storage import (
-    LeaseLost,
     MessagePart,
     OutboxEntry,
+    Outcome,
     StorageError,
-    add_receipt,
-    complete,
-    fail,
-    get_message,
-    get_parts,
+    get_messages,
+    get_parts_many,
     lease_due,
     release_leases,
-    retry_later,
+    settle,
 )
 
 from ._parts import open_part
@@ -165,21 +162,26 @@ class DeliveryWorker:
             return lease_due(session, self._owner, self._node.clock(), limit, seconds)
 
     def _load(self, leases: Sequence[OutboxEntry]) -> list[_Outgoing]:
-        out = []
+        """The batch's messages and parts: two queries, whatever the batch size."""
+        ids = [lease.message_id for lease in leases]
         with self._node.db.session(readonly=True) as session:
-            for lease in leases:
-                message = get_message(session, lease.message_id)
-                parts = get_parts(session, lease.message_id)
-                envelope = Envelope.from_bytes(message.envelope)
-                out.append(
-                    _Outgoing(
-                        lease=lease,
-                        envelope=message.envelope,
-                        header=message.header or b"",
-                        statement_sha256=envelope.payload_sha256,
-                        parts=tuple(parts),
-                    )
+            messages = get_messages(session, ids)
+            parts = get_parts_many(session, ids)
+        out = []
+        for lease in leases:
+            message = messages.get(lease.message_id)
+            if message is None:
+                raise StorageError(f"no message {lease.message_id!r}")
+            envelope = Envelope.from_bytes(message.envelope)
+            out.append(
+                _Outgoing(
+                    lease=lease,
+                    envelope=message.envelope,
+                    header=message.header or b"",
+                    statement_sha256=envelope.payload_sha256,
+                    parts=tuple(parts[lease.message_id]),
                 )
+            )
         return out
 
     async def _body(self, items: Sequence[_Outgoing]) -> AsyncIterator[bytes]:
@@ -218,54 +220,57 @@ class DeliveryWorker:
         delay = min(cfg.max_delay, cfg.base_delay * 2 ** max(0, attempts - 1))
         return timedelta(seconds=delay * self._rng.uniform(0.5, 1.5))
 
-    def _retry_or_fail(self, session: Any, lease: OutboxEntry, error: str) -> None:
+    def _retry_or_fail(self, lease: OutboxEntry, error: str) -> Outcome:
         now = self._node.clock()
         if lease.attempts >= self._node.config.delivery.max_attempts:
-            fail(session, lease, error=f"gave up after {lease.attempts} attempts: {error}", now=now)
-        else:
-            retry_later(
-                session,
-                lease,
-                next_attempt_at=now + self._backoff(lease.attempts),
-                error=error,
-                now=now,
+            return Outcome(
+                lease=lease,
+                kind="failed",
+                error=f"gave up after {lease.attempts} attempts: {error}",
             )
+        return Outcome(
+            lease=lease,
+            kind="retry",
+            error=error,
+            next_attempt_at=now + self._backoff(lease.attempts),
+        )
+
+    def _commit(self, outcomes: Sequence[Outcome]) -> None:
+        """Settle the whole batch in one transaction (statuses, events, receipts)."""
+        with self._node.db.session() as session:
+            errors = settle(session, outcomes, now=self._node.clock())
+        for outcome, error in zip(outcomes, errors, strict=True):
+            if error is not None:
+                log.info(
+                    "%s not settled, left for its lease to expire: %s",
+                    outcome.lease.message_id,
+                    error,
+                )
 
     def _settle_all(self, leases: Sequence[OutboxEntry], error: str) -> None:
-        with self._node.db.session() as session:
-            for lease in leases:
-                try:
-                    self._retry_or_fail(session, lease, error)
-                except LeaseLost:
-                    log.info("lease of %s was taken over; leaving it", lease.message_id)
+        self._commit([self._retry_or_fail(lease, error) for lease in leases])
 
     def _settle(self, peer: PeerKeys, items: Sequence[_Outgoing], results: list[Any]) -> None:
         answers = {r.get("message_id"): r for r in results if isinstance(r, dict)}
-        now = self._node.clock()
-        with self._node.db.session() as session:
-            for item in items:
-                lease = item.lease
-                answer = answers.get(lease.message_id)
-                try:
-                    if answer is None or answer.get("verdict") == "retry":
-                        self._retry_or_fail(session, lease, "the peer did not answer for it")
-                    elif answer.get("verdict") == "refused":
-                        fail(session, lease, error="refused by the peer", now=now)
-                    elif answer.get("verdict") == "accepted":
-                        receipt = self._check_receipt(peer, item, answer.get("receipt"))
-                        if receipt is None:
-                            self._retry_or_fail(
-                                session, lease, "the peer's receipt does not verify"
-                            )
-                            continue
-                        add_receipt(
-                            session, lease.message_id, envelope=receipt, verdict="accepted", now=now
-                        )
-                        complete(session, lease, now=now)
-                    else:
-                        self._retry_or_fail(session, lease, "unintelligible answer")
-                except LeaseLost:
-                    log.info("lease of %s was taken over; leaving it", lease.message_id)
+        outcomes = []
+        for item in items:
+            lease = item.lease
+            answer = answers.get(lease.message_id)
+            if answer is None or answer.get("verdict") == "retry":
+                outcomes.append(self._retry_or_fail(lease, "the peer did not answer for it"))
+            elif answer.get("verdict") == "refused":
+                outcomes.append(Outcome(lease=lease, kind="failed", error="refused by the peer"))
+            elif answer.get("verdict") == "accepted":
+                receipt = self._check_receipt(peer, item, answer.get("receipt"))
+                if receipt is None:
+                    outcomes.append(
+                        self._retry_or_fail(lease, "the peer's receipt does not verify")
+                    )
+                else:
+                    outcomes.append(Outcome(lease=lease, kind="delivered", receipt=receipt))
+            else:
+                outcomes.append(self._retry_or_fail(lease, "unintelligible answer"))
+        self._commit(outcomes)
 
     def _check_receipt(self, peer: PeerKeys, item: _Outgoing, document: Any) -> bytes | None:
         try:

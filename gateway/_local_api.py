@@ -9,6 +9,7 @@ content. Errors to local users are specific and say what to do next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlmodel import Session
 
 from crypto import (
     Envelope,
@@ -54,7 +56,7 @@ from storage import (
     get_message,
     get_parts,
     insert_draft,
-    insert_outgoing,
+    insert_outgoing_many,
     list_events,
     list_keys,
     list_messages,
@@ -63,6 +65,7 @@ from storage import (
 )
 
 from . import _admin
+from ._groupcommit import BulkWrite
 from ._keystore import KeyStoreError, load_signatory
 from ._parts import open_part, read_part
 from ._runtime import Node, PeerUnknown
@@ -110,6 +113,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 def local_router(node: Node) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
+    queue_outgoing = _outgoing_writer(node)
 
     @router.get("/health")
     def health() -> dict[str, Any]:
@@ -167,12 +171,15 @@ def local_router(node: Node) -> APIRouter:
         """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
         if user.role not in SENDERS:
             raise _problem(403, f"a user with role {user.role.value} cannot send messages")
+
         def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
-            sending = _Sending(node, user, meta, readers)  # raises on bad meta
+            sending = _Sending(node, user, meta, readers, queue_outgoing)  # raises on bad meta
             if not readers:
                 # Nothing to stream: the node's shared pool seals it, without the cost of
-                # starting a thread (Thread.start blocks the event loop until it runs).
-                return node.executor.submit(sending._seal_and_store)
+                # starting a thread (Thread.start blocks the event loop until it runs),
+                # and the pool thread is free again as soon as it has sealed: the commit
+                # is awaited by the request, not by a pool thread.
+                return sending.submit()
             # Attachments are fed from the event loop while they are sealed, so their job
             # gets a thread of its own: a shared, bounded pool could leave a job waiting
             # for a thread while the loop waits for that job to take its data.
@@ -298,13 +305,30 @@ class _SendRefused(Exception):
     pass
 
 
+def _outgoing_writer(node: Node) -> BulkWrite:
+    """The group commit's bulk write for sent messages: every message sealed while the
+    previous transaction committed is queued by one `insert_outgoing_many` (DESIGN 6:
+    persist, then deliver; each message whole or not at all)."""
+
+    def write(session: Session, messages: Sequence[NewMessage]) -> list[Any]:
+        return list(insert_outgoing_many(session, messages, now=node.clock()))
+
+    return write
+
+
 class _Sending:
     """One send request: checks the meta, then (in its own thread) seals into the store."""
 
     def __init__(
-        self, node: Node, user: User, meta: dict[str, Any], readers: list[QueueReader]
+        self,
+        node: Node,
+        user: User,
+        meta: dict[str, Any],
+        readers: list[QueueReader],
+        queue_outgoing: BulkWrite,
     ) -> None:
         self.node, self.user, self.readers = node, user, readers
+        self.queue_outgoing = queue_outgoing
         to = meta.get("to")
         kind = meta.get("type", "request")
         purpose = meta.get("purpose")
@@ -375,11 +399,33 @@ class _Sending:
 
     def run(self, future: Future[Any]) -> None:
         try:
-            future.set_result(self._seal_and_store())
+            future.set_result(self._store(*self._seal()).result())
         except BaseException as e:
             future.set_exception(e)
 
-    def _seal_and_store(self) -> dict[str, Any]:
+    def submit(self) -> Future[dict[str, Any]]:
+        """Seal on the node's pool, then queue the store in the group commit; the future
+        resolves once the message is committed (nothing is answered before)."""
+        done: Future[dict[str, Any]] = Future()
+
+        def stored(f: Future[dict[str, Any]]) -> None:
+            try:
+                done.set_result(f.result())
+            except BaseException as e:
+                done.set_exception(e)
+
+        def sealed(f: Future[tuple[NewMessage, bool]]) -> None:
+            try:
+                self._store(*f.result()).add_done_callback(stored)
+            except BaseException as e:
+                done.set_exception(e)
+
+        self.node.executor.submit(self._seal).add_done_callback(sealed)
+        return done
+
+    def _seal(self) -> tuple[NewMessage, bool]:
+        """Seal and sign the message; attachments are encrypted into the blob store.
+        Returns what to store and whether it is a draft awaiting a signatory."""
         node, now = self.node, self.node.clock()
         draft = MessageDraft(
             message_id=new_message_id(),
@@ -405,7 +451,7 @@ class _Sending:
             for writer, part in zip(writers, sealed.statement.attachments, strict=True):
                 created.append(writer.commit(sha256=part.sha256))
             # The body is small: it is stored inline, with the message, in one commit.
-            return self._store(sealed, now)
+            return self._message(sealed)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -413,10 +459,9 @@ class _Sending:
                 node.blobs.delete(digest)
             raise
 
-    def _store(self, sealed: SealedMessage, now: Any) -> dict[str, Any]:
-        node = self.node
+    def _message(self, sealed: SealedMessage) -> tuple[NewMessage, bool]:
         needs_signatory = self.kind == "request"
-        signers = [self.signatory, node.seal] if self.signatory else [node.seal]
+        signers = [self.signatory, self.node.seal] if self.signatory else [self.node.seal]
         envelope = sealed.sign([s for s in signers if s is not None])
         st = sealed.statement
         message = NewMessage(
@@ -436,10 +481,34 @@ class _Sending:
                 *(PartRef(p.sha256, p.size) for p in st.attachments),
             ),
         )
-        draft = needs_signatory and self.signatory is None
-        insert = insert_draft if draft else insert_outgoing
-        node.writes.run(lambda session: insert(session, message, now=now))
-        return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
+        return message, needs_signatory and self.signatory is None
+
+    def _store(self, message: NewMessage, draft: bool) -> Future[dict[str, Any]]:
+        """Queue the store in the group commit: a draft alone, a message to send with the
+        others sealed meanwhile. The future gives the answer to the client."""
+        answer = {"message_id": message.message_id, "status": "draft" if draft else "queued"}
+        done: Future[dict[str, Any]] = Future()
+
+        def committed(f: Future[Any]) -> None:
+            error = f.exception()
+            if error is not None:
+                # The message was sealed but not stored: its attachments go too.
+                for part in message.parts[1:]:
+                    with contextlib.suppress(StorageError, OSError):
+                        self.node.blobs.delete(part.blob_sha256)
+                done.set_exception(error)
+            else:
+                done.set_result(answer)
+
+        if draft:
+            now = self.node.clock()
+            future: Future[Any] = self.node.writes.submit(
+                lambda session: insert_draft(session, message, now=now)
+            )
+        else:
+            future = self.node.writes.submit_item(self.queue_outgoing, message)
+        future.add_done_callback(committed)
+        return done
 
 
 def _safe_file_name(name: object) -> bool:

@@ -8,11 +8,17 @@ Checklist for every delivered message (DESIGN guarantees 1, 5, 6; STYLE "verific
  4. The statement's sender is the connected peer (a peer cannot speak for another party),
     its recipient is this node, and it has not expired.
  5. A (sender, message id) already recorded is a redelivery when the envelope is the same,
-    answered with the original receipt, and a replay otherwise, refused.
+    answered with the original receipt, and a replay otherwise, refused. For a message
+    whose parts all travel inline (small), this is decided for the whole batch by one
+    query inside the transaction of step 7, which is authoritative anyway (a concurrent
+    delivery may have recorded it since); a message with a part bound for the blob store
+    is also checked before its parts are read, so a redelivered large file is skipped,
+    not stored again.
  6. Each part streams into the blob store and must hash to its signed digest before it
     becomes visible; a mismatch discards it.
  7. Only then is the message recorded (message, parts, replay entry, event and our signed
-    receipt in one transaction) and the receipt returned.
+    receipt; the whole batch in one transaction, with one statement per table) and the
+    receipt returned.
 Every refusal looks the same to the peer; the reason goes to this node's log.
 """
 
@@ -41,15 +47,15 @@ from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, PartDigest, Statement, VerifiedMessage
 from crypto.tls import certificate_fingerprint
 from storage import (
+    Conflict,
     NewMessage,
     PartRef,
     ReplayedMessage,
     ReplayEntry,
     StorageError,
-    add_receipt,
     find_peer_by_certificate,
     get_receipt,
-    record_incoming,
+    record_incoming_many,
 )
 
 from ._parts import INLINE_MAX
@@ -148,7 +154,9 @@ async def _receive_one(
     message_id = statement.message_id
     try:
         verified = _verify(node, party, envelope)  # 3, 4
-        seen = _seen(node, party, message_id)  # 5
+        # 5, early, only for a message with a part bound for the blob store.
+        inline = all(p.size <= INLINE_MAX for p in statement.parts)
+        seen = None if inline else _seen(node, party, message_id)
         if seen is not None and seen != envelope.sha256:
             raise _Refused("replay of a recorded message id with other content")
     except (_Refused, VerificationError) as e:
@@ -283,25 +291,41 @@ def _discard(node: Node, digests: list[str]) -> None:
 
 
 def _record(node: Node, accepted: list[_Accepted], redelivered: list[str]) -> list[dict[str, Any]]:
-    """Step 7: one transaction for the batch; each message in its own savepoint."""
+    """Steps 5 and 7: one transaction for the batch, a few statements for all of it; each
+    message is stored whole or not at all, alone if the batch breaks a constraint."""
     results: list[dict[str, Any]] = []
-    now = node.clock()
-    with node.db.session() as session:
-        for item in accepted:
-            m = item.message
-            try:
-                record_incoming(session, m, now=now)
-                add_receipt(
-                    session, m.message_id, envelope=item.receipt, verdict="accepted", now=now
+    if accepted:
+        outcomes: Sequence[object]
+        try:
+            with node.db.session() as session:
+                outcomes = record_incoming_many(
+                    session,
+                    [item.message for item in accepted],
+                    receipts=[item.receipt for item in accepted],
+                    now=node.clock(),
                 )
+        except StorageError as e:
+            log.error("a batch of %d message(s) could not be stored: %s", len(accepted), e)
+            outcomes = [e] * len(accepted)
+        for item, outcome in zip(accepted, outcomes, strict=True):
+            m = item.message
+            if not isinstance(outcome, StorageError):
                 results.append(_accepted(m.message_id, item.receipt))
-            except ReplayedMessage:
-                # Delivered twice in one batch or by two requests at once: answer with the
-                # receipt that was stored first.
-                redelivered.append(m.message_id)
-            except StorageError as e:
-                log.error("message %s could not be stored: %s", m.message_id, e)
-                _discard(node, item.new_blobs)
+                continue
+            _discard(node, item.new_blobs)
+            if isinstance(outcome, ReplayedMessage):
+                if outcome.envelope_sha256 == hashlib.sha256(m.envelope).hexdigest():
+                    # Delivered twice in one batch, or by two requests at once: answer
+                    # with the receipt that was stored first.
+                    redelivered.append(m.message_id)
+                else:
+                    _log_refusal(m.message_id, m.sender, _Refused("replay with other content"))
+                    results.append({"message_id": m.message_id, "verdict": "refused"})
+            elif isinstance(outcome, Conflict):
+                _log_refusal(m.message_id, m.sender, _Refused(str(outcome)))
+                results.append({"message_id": m.message_id, "verdict": "refused"})
+            else:
+                log.error("message %s could not be stored: %s", m.message_id, outcome)
                 results.append({"message_id": m.message_id, "verdict": "retry"})
     if redelivered:
         with node.db.session(readonly=True) as session:
