@@ -8,11 +8,7 @@ from typing import Annotated
 
 import typer
 
-from storage import StorageError
-
-from ._keystore import KeyStoreError, passphrase_from_env_or_prompt
 from .cli import HomeOption, _fail, _home, app
-from .config import ConfigError
 
 
 @app.command()
@@ -28,7 +24,11 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Imported here: the web stack is only needed by the one command that serves.
+    from storage import StorageError
+
     from . import _serve
+    from ._keystore import KeyStoreError, passphrase_from_env_or_prompt
+    from .config import ConfigError
 
     try:
         passphrase = passphrase_from_env_or_prompt()

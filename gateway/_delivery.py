@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import socket
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,6 +49,8 @@ __all__ = ["DeliveryWorker", "PeerTransport"]
 
 log = logging.getLogger("accord.delivery")
 READ_CHUNK = 256 * 1024
+# Batches on the wire at once (each up to `batch_size` messages, to any peers).
+MAX_IN_FLIGHT = 4
 
 
 class PeerTransport:
@@ -123,35 +126,64 @@ class DeliveryWorker:
         return released
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set: a pipeline of up to `MAX_IN_FLIGHT` batches on the
+        wire at once; as soon as one is settled, what is due is leased into its place.
+        (Leasing in rounds, waiting for every batch of a round to settle before leasing
+        again, left the wire idle while the slowest batch of each round finished.)"""
         cfg = self._node.config.delivery
         await asyncio.to_thread(self.recover)
-        while not stop.is_set():
-            try:
-                delivered = await self.run_once()
-            except Exception:
-                log.exception("delivery round failed")
-                delivered = 0
-            if delivered:
-                continue
-            self._wake.clear()
-            waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
-            _done, pending = await asyncio.wait(
-                waiters, timeout=cfg.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                # Cleared before leasing: a message queued while the lease runs sets it
+                # again, and the wait below returns at once.
+                self._wake.clear()
+                started = 0
+                free = MAX_IN_FLIGHT - len(in_flight)
+                if free > 0:
+                    try:
+                        started = await self._start(free, in_flight)
+                    except Exception:
+                        log.exception("delivery round failed")
+                if started and len(in_flight) < MAX_IN_FLIGHT:
+                    continue
+                waiters = {
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                }
+                await asyncio.wait(
+                    waiters | in_flight, timeout=cfg.poll_interval, return_when=FIRST_COMPLETED
+                )
+                for task in waiters:
+                    task.cancel()
+        finally:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _start(self, batches: int, in_flight: set[asyncio.Task[None]]) -> int:
+        """Lease up to `batches` batches' worth of due rows and put each batch on the wire
+        as a task in `in_flight`; return how many rows were leased."""
+        cfg = self._node.config.delivery
+        leases = await asyncio.to_thread(self._lease, cfg.batch_size * batches, cfg.lease_seconds)
+        for peer, rows in _by_peer(leases).items():
+            for i in range(0, len(rows), cfg.batch_size):
+                task = asyncio.create_task(self._deliver_logged(peer, rows[i : i + cfg.batch_size]))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        return len(leases)
+
+    async def _deliver_logged(self, peer_party: str, leases: list[OutboxEntry]) -> None:
+        try:
+            await self._deliver(peer_party, leases)
+        except Exception:
+            # Its rows stay leased until the lease expires, then are delivered again.
+            log.exception("delivery of a batch of %d to %s failed", len(leases), peer_party)
 
     async def run_once(self) -> int:
         """Lease what is due and deliver it, a batch per peer; return how many were leased."""
         cfg = self._node.config.delivery
         leases = await asyncio.to_thread(self._lease, cfg.batch_size * 4, cfg.lease_seconds)
-        if not leases:
-            return 0
-        by_peer: dict[str, list[OutboxEntry]] = {}
-        for lease in leases:
-            by_peer.setdefault(lease.peer, []).append(lease)
         batches = []
-        for peer, rows in by_peer.items():
+        for peer, rows in _by_peer(leases).items():
             for i in range(0, len(rows), cfg.batch_size):
                 batches.append(self._deliver(peer, rows[i : i + cfg.batch_size]))
         await asyncio.gather(*batches)
@@ -288,6 +320,13 @@ class DeliveryWorker:
             )
             return None
         return envelope.to_bytes()
+
+
+def _by_peer(leases: Sequence[OutboxEntry]) -> dict[str, list[OutboxEntry]]:
+    by_peer: dict[str, list[OutboxEntry]] = {}
+    for lease in leases:
+        by_peer.setdefault(lease.peer, []).append(lease)
+    return by_peer
 
 
 def _describe(error: Exception) -> str:
