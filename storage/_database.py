@@ -189,13 +189,11 @@ class Database:
         (`InvalidValue` for ORM changes, a `StorageError` from the database otherwise).
         Objects loaded in the session stay readable after it ends.
         """
-        session = Session(
+        session = (_ReadOnlySession if readonly else Session)(
             self._readonly_engine if readonly else self._engine,
             expire_on_commit=False,
             info={_READONLY_OPTION: readonly},
         )
-        if readonly:
-            event.listen(session, "before_flush", _refuse_flush)
         writer = None if readonly else self._writer
         if writer is not None:
             writer.acquire()
@@ -297,6 +295,14 @@ def _sqlite_on_begin(connection: Connection) -> None:
 def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
     if session.new or session.dirty or session.deleted:
         raise InvalidValue("a read-only session cannot write; use db.session()")
+
+
+class _ReadOnlySession(Session):
+    """A session that refuses to flush ORM changes. The listener is set once on the
+    class: set on each session, it cost more than the query of a short read."""
+
+
+event.listen(_ReadOnlySession, "before_flush", _refuse_flush)
 
 
 def _postgresql_on_begin(connection: Connection) -> None:

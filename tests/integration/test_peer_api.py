@@ -516,3 +516,29 @@ def test_refusals_look_alike(
     status, content_type, _length, body = first
     assert (status, content_type) == (200, "application/json")
     assert httpx.Response(200, content=body).json() == {"results": [refused("<id>")]}
+
+
+def test_attack_route_of_the_other_face_answers_like_a_missing_one(
+    nodes: SimpleNamespace, forger: Forger, as_b: httpx.Client
+) -> None:
+    """DESIGN 9: the peer API answers only on the mutual-TLS listener and the local API
+    only on the users' listener. A delivery posted to the users' port, or a local route
+    asked on the peer port, gets the 404 of a route that does not exist, and stores
+    nothing."""
+    a: NodeProcess = nodes.a
+    victim = Victim(a)
+    message = forger.craft(to=a.party)
+    with a.client("дежурный") as local:
+        wrong_port = local.post(
+            "/peer/v1/messages",
+            content=stream(message),
+            headers={"content-type": "application/vnd.accord.delivery-stream"},
+        )
+        missing = local.get("/peer/v1/no-such-route")
+    local_on_peer_port = as_b.get("/api/v1/health")
+    missing_on_peer_port = as_b.get("/peer/v1/no-such-route")
+    assert wrong_port.status_code == missing.status_code == 404
+    assert wrong_port.json() == missing.json() == {"detail": "Not Found"}
+    assert local_on_peer_port.status_code == missing_on_peer_port.status_code == 404
+    assert local_on_peer_port.json() == missing_on_peer_port.json()
+    victim.assert_unchanged(message.message_id)
