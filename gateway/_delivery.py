@@ -177,6 +177,8 @@ class DeliveryWorker:
         except Exception:
             # Its rows stay leased until the lease expires, then are delivered again.
             log.exception("delivery of a batch of %d to %s failed", len(leases), peer_party)
+        finally:
+            self._attempted(leases)
 
     async def run_once(self) -> int:
         """Lease what is due and deliver it, a batch per peer; return how many were leased."""
@@ -246,6 +248,9 @@ class DeliveryWorker:
             await asyncio.to_thread(self._settle_all, leases, _describe(e))
             return
         await asyncio.to_thread(self._settle, peer, items, answer["results"])
+
+    def _attempted(self, leases: Sequence[OutboxEntry]) -> None:
+        self._node.backlog.attempted(sum(1 for lease in leases if lease.attempts == 1))
 
     def _backoff(self, attempts: int) -> timedelta:
         cfg = self._node.config.delivery

@@ -171,6 +171,8 @@ def local_router(node: Node) -> APIRouter:
         """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
         if user.role not in SENDERS:
             raise _problem(403, f"a user with role {user.role.value} cannot send messages")
+        # Yield to the delivery worker while it is far behind (bounded: see `_flow`).
+        await node.backlog.room()
 
         def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
             sending = _Sending(node, user, meta, readers, queue_outgoing)  # raises on bad meta
@@ -198,6 +200,8 @@ def local_router(node: Node) -> APIRouter:
             raise _problem(413, str(e)) from e
         except (UploadError, _SendRefused) as e:
             raise _problem(422 if isinstance(e, _SendRefused) else 400, str(e)) from e
+        if result.get("status") == "queued":
+            node.backlog.accepted()
         node.wake_worker()
         return dict(result)
 
