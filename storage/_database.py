@@ -88,7 +88,9 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 class _FairRLock:
-    """A re-entrant lock granted in the order it was asked for (a ticket lock)."""
+    """A re-entrant lock granted in the order it was asked for (a ticket lock). A thread
+    interrupted while it waits (KeyboardInterrupt) gives up its ticket, so the threads
+    behind it are still served."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -96,6 +98,7 @@ class _FairRLock:
         self._depth = 0
         self._next_ticket = 0
         self._serving = 0
+        self._abandoned: set[int] = set()
 
     def acquire(self) -> None:
         me = threading.get_ident()
@@ -105,8 +108,13 @@ class _FairRLock:
                 return
             ticket = self._next_ticket
             self._next_ticket += 1
-            while self._serving != ticket:
-                self._cond.wait()
+            try:
+                while self._serving != ticket:
+                    self._cond.wait()
+            except BaseException:
+                self._abandoned.add(ticket)
+                self._advance()
+                raise
             self._owner, self._depth = me, 1
 
     def release(self) -> None:
@@ -117,7 +125,15 @@ class _FairRLock:
             if self._depth == 0:
                 self._owner = None
                 self._serving += 1
-                self._cond.notify_all()
+                self._advance()
+
+    def _advance(self) -> None:
+        # Called with the condition held: skip the tickets of threads that gave up.
+        if self._owner is None:
+            while self._serving in self._abandoned:
+                self._abandoned.discard(self._serving)
+                self._serving += 1
+        self._cond.notify_all()
 
 
 class Database:
