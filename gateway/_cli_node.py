@@ -8,11 +8,7 @@ from typing import Annotated
 
 import typer
 
-from storage import StorageError
-
-from ._keystore import KeyStoreError, passphrase_from_env_or_prompt
 from .cli import HomeOption, _fail, _home, app
-from .config import ConfigError
 
 
 @app.command()
@@ -27,12 +23,25 @@ def serve(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from ._keystore import KeyStoreError, NodeKeys, passphrase_from_env_or_prompt
+    from .config import ConfigError
+
+    try:
+        _home(home).load_config()  # A wrong --home is told first, as before.
+        passphrase = passphrase_from_env_or_prompt()
+        # The key files are opened before the web stack and the database layer are
+        # imported: each Argon2id derivation briefly takes 64 MiB, and on top of a
+        # process with everything loaded that was the node's peak RSS (158 MiB).
+        keys = NodeKeys.load(_home(home), passphrase)
+    except (KeyStoreError, ConfigError) as e:
+        _fail(str(e))
     # Imported here: the web stack is only needed by the one command that serves.
+    from storage import StorageError
+
     from . import _serve
 
     try:
-        passphrase = passphrase_from_env_or_prompt()
-        node = _serve.load_node(_home(home).root, passphrase)
+        node = _serve.load_node(_home(home).root, passphrase, keys=keys)
     except (KeyStoreError, ConfigError, StorageError) as e:
         _fail(str(e))
     config = node.config

@@ -38,7 +38,6 @@ from rich.table import Table
 from rich.text import Text
 
 from ._client import ClientError, LocalClient, SavedAttachment
-from ._keystore import SIGNATORY_PASSPHRASE_VAR, KeyStoreError, passphrase_from_env_or_prompt
 from .cli import JsonOption, _fail, _print_json, app
 
 __all__: list[str] = []  # commands register themselves on `gateway.cli.app`
@@ -97,8 +96,15 @@ class MessageType(StrEnum):
 def _refusals() -> Iterator[None]:
     try:
         yield
-    except (ClientError, KeyStoreError) as e:
+    except ClientError as e:
         _fail(str(e))
+    except Exception as e:
+        # The key store (and the crypto it loads) is imported only by the commands that
+        # ask for a passphrase; a KeyStoreError cannot exist before it is.
+        keystore = sys.modules.get("gateway._keystore")
+        if keystore is not None and isinstance(e, keystore.KeyStoreError):
+            _fail(str(e))
+        raise
 
 
 def _stdout() -> Console:
@@ -294,6 +300,8 @@ def send(
             #    only then, and before the upload starts.
             me = client.whoami()
             if message_type is MessageType.REQUEST and me.get("role") == "signatory":
+                from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
                 meta["signatory_passphrase"] = passphrase_from_env_or_prompt(
                     SIGNATORY_PASSPHRASE_VAR,
                     f"Passphrase of {me.get('user')}'s signing key",
@@ -365,6 +373,8 @@ def sign(
                 f"{me.get('user')} is {me.get('role')}: only a signatory (head or deputy) "
                 "signs requests (art. 4.4). Ask one to run `accord sign`"
             )
+        from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
         passphrase = passphrase_from_env_or_prompt(
             SIGNATORY_PASSPHRASE_VAR, f"Passphrase of {me.get('user')}'s signing key"
         )

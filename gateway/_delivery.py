@@ -20,28 +20,27 @@ import json
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Sequence
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from crypto import Envelope, VerificationError, verify_receipt
+from crypto.bundle import LogEvent
 from crypto.tls import client_context
 from storage import (
-    LeaseLost,
     MessagePart,
     OutboxEntry,
+    Outcome,
     StorageError,
-    add_receipt,
-    complete,
-    fail,
-    get_message,
-    get_parts,
+    get_messages,
+    get_parts_many,
     lease_due,
     release_leases,
-    retry_later,
+    settle,
 )
 
 from . import _audit
@@ -53,6 +52,8 @@ __all__ = ["DeliveryWorker", "PeerTransport"]
 
 log = logging.getLogger("accord.delivery")
 READ_CHUNK = 256 * 1024
+# Batches on the wire at once (each up to `batch_size` messages, to any peers).
+MAX_IN_FLIGHT = 4
 
 
 class PeerTransport:
@@ -131,35 +132,66 @@ class DeliveryWorker:
         return released
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set: a pipeline of up to `MAX_IN_FLIGHT` batches on the
+        wire at once; as soon as one is settled, what is due is leased into its place.
+        (Leasing in rounds, waiting for every batch of a round to settle before leasing
+        again, left the wire idle while the slowest batch of each round finished.)"""
         cfg = self._node.config.delivery
         await asyncio.to_thread(self.recover)
-        while not stop.is_set():
-            try:
-                delivered = await self.run_once()
-            except Exception:
-                log.exception("delivery round failed")
-                delivered = 0
-            if delivered:
-                continue
-            self._wake.clear()
-            waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
-            _done, pending = await asyncio.wait(
-                waiters, timeout=cfg.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                # Cleared before leasing: a message queued while the lease runs sets it
+                # again, and the wait below returns at once.
+                self._wake.clear()
+                started = 0
+                free = MAX_IN_FLIGHT - len(in_flight)
+                if free > 0:
+                    try:
+                        started = await self._start(free, in_flight)
+                    except Exception:
+                        log.exception("delivery round failed")
+                if started and len(in_flight) < MAX_IN_FLIGHT:
+                    continue
+                waiters = {
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                }
+                await asyncio.wait(
+                    waiters | in_flight, timeout=cfg.poll_interval, return_when=FIRST_COMPLETED
+                )
+                for task in waiters:
+                    task.cancel()
+        finally:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _start(self, batches: int, in_flight: set[asyncio.Task[None]]) -> int:
+        """Lease up to `batches` batches' worth of due rows and put each batch on the wire
+        as a task in `in_flight`; return how many rows were leased."""
+        cfg = self._node.config.delivery
+        leases = await asyncio.to_thread(self._lease, cfg.batch_size * batches, cfg.lease_seconds)
+        for peer, rows in _by_peer(leases).items():
+            for i in range(0, len(rows), cfg.batch_size):
+                task = asyncio.create_task(self._deliver_logged(peer, rows[i : i + cfg.batch_size]))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        return len(leases)
+
+    async def _deliver_logged(self, peer_party: str, leases: list[OutboxEntry]) -> None:
+        try:
+            await self._deliver(peer_party, leases)
+        except Exception:
+            # Its rows stay leased until the lease expires, then are delivered again.
+            log.exception("delivery of a batch of %d to %s failed", len(leases), peer_party)
+        finally:
+            self._attempted(leases)
 
     async def run_once(self) -> int:
         """Lease what is due and deliver it, a batch per peer; return how many were leased."""
         cfg = self._node.config.delivery
         leases = await asyncio.to_thread(self._lease, cfg.batch_size * 4, cfg.lease_seconds)
-        if not leases:
-            return 0
-        by_peer: dict[str, list[OutboxEntry]] = {}
-        for lease in leases:
-            by_peer.setdefault(lease.peer, []).append(lease)
         batches = []
-        for peer, rows in by_peer.items():
+        for peer, rows in _by_peer(leases).items():
             for i in range(0, len(rows), cfg.batch_size):
                 batches.append(self._deliver(peer, rows[i : i + cfg.batch_size]))
         await asyncio.gather(*batches)
@@ -170,21 +202,26 @@ class DeliveryWorker:
             return lease_due(session, self._owner, self._node.clock(), limit, seconds)
 
     def _load(self, leases: Sequence[OutboxEntry]) -> list[_Outgoing]:
-        out = []
+        """The batch's messages and parts: two queries, whatever the batch size."""
+        ids = [lease.message_id for lease in leases]
         with self._node.db.session(readonly=True) as session:
-            for lease in leases:
-                message = get_message(session, lease.message_id)
-                parts = get_parts(session, lease.message_id)
-                envelope = Envelope.from_bytes(message.envelope)
-                out.append(
-                    _Outgoing(
-                        lease=lease,
-                        envelope=message.envelope,
-                        header=message.header or b"",
-                        statement_sha256=envelope.payload_sha256,
-                        parts=tuple(parts),
-                    )
+            messages = get_messages(session, ids)
+            parts = get_parts_many(session, ids)
+        out = []
+        for lease in leases:
+            message = messages.get(lease.message_id)
+            if message is None:
+                raise StorageError(f"no message {lease.message_id!r}")
+            envelope = Envelope.from_bytes(message.envelope)
+            out.append(
+                _Outgoing(
+                    lease=lease,
+                    envelope=message.envelope,
+                    header=message.header or b"",
+                    statement_sha256=envelope.payload_sha256,
+                    parts=tuple(parts[lease.message_id]),
                 )
+            )
         return out
 
     async def _body(self, items: Sequence[_Outgoing]) -> AsyncIterator[bytes]:
@@ -218,63 +255,85 @@ class DeliveryWorker:
             return
         await asyncio.to_thread(self._settle, peer, items, answer["results"])
 
+    def _attempted(self, leases: Sequence[OutboxEntry]) -> None:
+        self._node.backlog.attempted(sum(1 for lease in leases if lease.attempts == 1))
+
     def _backoff(self, attempts: int) -> timedelta:
         cfg = self._node.config.delivery
         delay = min(cfg.max_delay, cfg.base_delay * 2 ** max(0, attempts - 1))
         return timedelta(seconds=delay * self._rng.uniform(0.5, 1.5))
 
-    def _retry_or_fail(self, session: Any, lease: OutboxEntry, error: str) -> None:
+    def _retry_or_fail(self, lease: OutboxEntry, error: str) -> Outcome:
         now = self._node.clock()
         if lease.attempts >= self._node.config.delivery.max_attempts:
-            fail(session, lease, error=f"gave up after {lease.attempts} attempts: {error}", now=now)
-        else:
-            retry_later(
-                session,
-                lease,
-                next_attempt_at=now + self._backoff(lease.attempts),
-                error=error,
-                now=now,
+            return Outcome(
+                lease=lease,
+                kind="failed",
+                error=f"gave up after {lease.attempts} attempts: {error}",
             )
+        return Outcome(
+            lease=lease,
+            kind="retry",
+            error=error,
+            next_attempt_at=now + self._backoff(lease.attempts),
+        )
+
+    def _commit(
+        self, outcomes: Sequence[Outcome], events: Mapping[str, LogEvent] | None = None
+    ) -> None:
+        """Settle the whole batch in one transaction (statuses, events, receipts), with
+        the audit leaf of each outcome that was applied and has one."""
+        with self._node.db.session() as session:
+            errors = settle(session, outcomes, now=self._node.clock())
+            if events:
+                _audit.record_all(
+                    session,
+                    (
+                        events[o.lease.message_id]
+                        for o, error in zip(outcomes, errors, strict=True)
+                        if error is None and o.lease.message_id in events
+                    ),
+                )
+        for outcome, error in zip(outcomes, errors, strict=True):
+            if error is not None:
+                log.info(
+                    "%s not settled, left for its lease to expire: %s",
+                    outcome.lease.message_id,
+                    error,
+                )
 
     def _settle_all(self, leases: Sequence[OutboxEntry], error: str) -> None:
-        with self._node.db.session() as session:
-            for lease in leases:
-                try:
-                    self._retry_or_fail(session, lease, error)
-                except LeaseLost:
-                    log.info("lease of %s was taken over; leaving it", lease.message_id)
+        self._commit([self._retry_or_fail(lease, error) for lease in leases])
 
     def _settle(self, peer: PeerKeys, items: Sequence[_Outgoing], results: list[Any]) -> None:
         answers = {r.get("message_id"): r for r in results if isinstance(r, dict)}
+        outcomes = []
+        # The audit leaf of each outcome that records the peer's answer (DESIGN 7),
+        # appended in the transaction that settles it.
+        events: dict[str, LogEvent] = {}
         now = self._node.clock()
-        with self._node.db.session() as session:
-            for item in items:
-                lease = item.lease
-                answer = answers.get(lease.message_id)
-                try:
-                    if answer is None or answer.get("verdict") == "retry":
-                        self._retry_or_fail(session, lease, "the peer did not answer for it")
-                    elif answer.get("verdict") == "refused":
-                        fail(session, lease, error="refused by the peer", now=now)
-                        _audit.record(session, _delivery_event(self._node, peer, item, now, None))
-                    elif answer.get("verdict") == "accepted":
-                        receipt = self._check_receipt(peer, item, answer.get("receipt"))
-                        if receipt is None:
-                            self._retry_or_fail(
-                                session, lease, "the peer's receipt does not verify"
-                            )
-                            continue
-                        add_receipt(
-                            session, lease.message_id, envelope=receipt, verdict="accepted", now=now
-                        )
-                        complete(session, lease, now=now)
-                        _audit.record(
-                            session, _delivery_event(self._node, peer, item, now, receipt)
-                        )
-                    else:
-                        self._retry_or_fail(session, lease, "unintelligible answer")
-                except LeaseLost:
-                    log.info("lease of %s was taken over; leaving it", lease.message_id)
+        for item in items:
+            lease = item.lease
+            answer = answers.get(lease.message_id)
+            if answer is None or answer.get("verdict") == "retry":
+                outcomes.append(self._retry_or_fail(lease, "the peer did not answer for it"))
+            elif answer.get("verdict") == "refused":
+                outcomes.append(Outcome(lease=lease, kind="failed", error="refused by the peer"))
+                events[lease.message_id] = _delivery_event(self._node, peer, item, now, None)
+            elif answer.get("verdict") == "accepted":
+                receipt = self._check_receipt(peer, item, answer.get("receipt"))
+                if receipt is None:
+                    outcomes.append(
+                        self._retry_or_fail(lease, "the peer's receipt does not verify")
+                    )
+                else:
+                    outcomes.append(Outcome(lease=lease, kind="delivered", receipt=receipt))
+                    events[lease.message_id] = _delivery_event(
+                        self._node, peer, item, now, receipt
+                    )
+            else:
+                outcomes.append(self._retry_or_fail(lease, "unintelligible answer"))
+        self._commit(outcomes, events)
 
     def _check_receipt(self, peer: PeerKeys, item: _Outgoing, document: Any) -> bytes | None:
         try:
@@ -295,8 +354,8 @@ class DeliveryWorker:
 
 
 def _delivery_event(
-    node: Node, peer: PeerKeys, item: _Outgoing, now: Any, receipt: bytes | None
-) -> Any:
+    node: Node, peer: PeerKeys, item: _Outgoing, now: datetime, receipt: bytes | None
+) -> LogEvent:
     """The audit event of a delivery's outcome: the peer's receipt stored, or its refusal."""
     if receipt is None:
         kind, verdict, digests = _audit.EventKind.DELIVERY_REFUSED, "refused", {}
@@ -314,6 +373,13 @@ def _delivery_event(
         verdict=verdict,
         digests={"statement": item.statement_sha256, **digests},
     )
+
+
+def _by_peer(leases: Sequence[OutboxEntry]) -> dict[str, list[OutboxEntry]]:
+    by_peer: dict[str, list[OutboxEntry]] = {}
+    for lease in leases:
+        by_peer.setdefault(lease.peer, []).append(lease)
+    return by_peer
 
 
 def _describe(error: Exception) -> str:

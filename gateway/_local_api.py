@@ -9,11 +9,12 @@ content. Errors to local users are specific and say what to do next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlmodel import Session
 
 from crypto import (
     Envelope,
@@ -36,6 +38,7 @@ from crypto import (
     seal_message,
     verify_envelope,
 )
+from crypto.bundle import LogEvent
 from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, Statement, VerifiedMessage
 from policy import MarkingError
@@ -57,6 +60,7 @@ from storage import (
     get_parts,
     insert_draft,
     insert_outgoing,
+    insert_outgoing_many,
     list_events,
     list_keys,
     list_peers,
@@ -67,6 +71,7 @@ from storage import (
 
 from . import _admin, _audit, _workflow
 from ._audit import EventKind
+from ._groupcommit import BulkWrite
 from ._keys import expiry_warnings
 from ._keystore import KeyStoreError, load_signatory
 from ._parts import open_part, read_part
@@ -119,6 +124,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 def local_router(node: Node) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
+    queue_outgoing = _outgoing_writer(node)
 
     @router.get("/health")
     def health() -> dict[str, Any]:
@@ -179,13 +185,17 @@ def local_router(node: Node) -> APIRouter:
         """Seal and queue a message: multipart `meta` (JSON) then `attachment` files."""
         if user.role not in SENDERS:
             raise _problem(403, f"a user with role {user.role.value} cannot send messages")
+        # Yield to the delivery worker while it is far behind (bounded: see `_flow`).
+        await node.backlog.room()
 
         def start(meta: dict[str, Any], readers: list[QueueReader]) -> Future[Any]:
-            sending = _Sending(node, user, meta, readers)  # raises on bad meta
+            sending = _Sending(node, user, meta, readers, queue_outgoing)  # raises on bad meta
             if not readers:
                 # Nothing to stream: the node's shared pool seals it, without the cost of
-                # starting a thread (Thread.start blocks the event loop until it runs).
-                return node.executor.submit(sending._seal_and_store)
+                # starting a thread (Thread.start blocks the event loop until it runs),
+                # and the pool thread is free again as soon as it has sealed: the commit
+                # is awaited by the request, not by a pool thread.
+                return sending.submit()
             # Attachments are fed from the event loop while they are sealed, so their job
             # gets a thread of its own: a shared, bounded pool could leave a job waiting
             # for a thread while the loop waits for that job to take its data.
@@ -206,6 +216,8 @@ def local_router(node: Node) -> APIRouter:
             if isinstance(e, _SendRefused):
                 _audit.record_alone(node, _refusal(node, EventKind.SEND_REFUSED, user, str(e)))
             raise _problem(e.status if isinstance(e, _SendRefused) else 400, str(e)) from e
+        if result.get("status") == "queued":
+            node.backlog.accepted()
         node.wake_worker()
         return dict(result)
 
@@ -386,11 +398,32 @@ class _SendRefused(Exception):
         self.status = status
 
 
+def _outgoing_writer(node: Node) -> BulkWrite:
+    """The group commit's bulk write for sent messages: every message sealed while the
+    previous transaction committed is queued by one `insert_outgoing_many` (DESIGN 6:
+    persist, then deliver; each message whole or not at all), with the audit leaf of each
+    one queued, in the same transaction (DESIGN 7)."""
+
+    def write(session: Session, items: Sequence[tuple[NewMessage, LogEvent]]) -> list[Any]:
+        results = list(insert_outgoing_many(session, [m for m, _ in items], now=node.clock()))
+        _audit.record_all(
+            session, (e for (_, e), r in zip(items, results, strict=True) if r is None)
+        )
+        return results
+
+    return write
+
+
 class _Sending:
     """One send request: checks the meta, then (in its own thread) seals into the store."""
 
     def __init__(
-        self, node: Node, user: User, meta: dict[str, Any], readers: list[QueueReader]
+        self,
+        node: Node,
+        user: User,
+        meta: dict[str, Any],
+        readers: list[QueueReader],
+        queue_outgoing: BulkWrite,
     ) -> None:
         self.node, self.user, self.readers = node, user, readers
         try:
@@ -399,6 +432,7 @@ class _Sending:
                 meta = _workflow.reply_defaults(session, user, meta)
         except _workflow.WorkflowRefused as e:
             raise _SendRefused(str(e), e.status) from e
+        self.queue_outgoing = queue_outgoing
         to = meta.get("to")
         kind = meta.get("type", "request")
         purpose = meta.get("purpose")
@@ -497,11 +531,33 @@ class _Sending:
 
     def run(self, future: Future[Any]) -> None:
         try:
-            future.set_result(self._seal_and_store())
+            future.set_result(self._store(*self._seal()).result())
         except BaseException as e:
             future.set_exception(e)
 
-    def _seal_and_store(self) -> dict[str, Any]:
+    def submit(self) -> Future[dict[str, Any]]:
+        """Seal on the node's pool, then queue the store in the group commit; the future
+        resolves once the message is committed (nothing is answered before)."""
+        done: Future[dict[str, Any]] = Future()
+
+        def stored(f: Future[dict[str, Any]]) -> None:
+            try:
+                done.set_result(f.result())
+            except BaseException as e:
+                done.set_exception(e)
+
+        def sealed(f: Future[tuple[NewMessage, bool]]) -> None:
+            try:
+                self._store(*f.result()).add_done_callback(stored)
+            except BaseException as e:
+                done.set_exception(e)
+
+        self.node.executor.submit(self._seal).add_done_callback(sealed)
+        return done
+
+    def _seal(self) -> tuple[NewMessage, bool]:
+        """Seal and sign the message; attachments are encrypted into the blob store.
+        Returns what to store and whether it is a draft awaiting a signatory."""
         node, now = self.node, self.node.clock()
         draft = MessageDraft(
             message_id=new_message_id(),
@@ -527,7 +583,7 @@ class _Sending:
             for writer, part in zip(writers, sealed.statement.attachments, strict=True):
                 created.append(writer.commit(sha256=part.sha256))
             # The body is small: it is stored inline, with the message, in one commit.
-            return self._store(sealed, now)
+            return self._message(sealed)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -535,7 +591,9 @@ class _Sending:
                 node.blobs.delete(digest)
             raise
 
-    def _store(self, sealed: SealedMessage, now: Any) -> dict[str, Any]:
+    def _message(self, sealed: SealedMessage) -> tuple[NewMessage, bool]:
+        """What to store, and whether it is a draft awaiting a signatory (art. 4.4); the
+        send's audit leaf is made here, from the envelope signed here."""
         node = self.node
         signers = [self.signatory, node.seal] if self.signatory else [node.seal]
         envelope = sealed.sign([s for s in signers if s is not None])
@@ -559,35 +617,64 @@ class _Sending:
         )
         plan = self.plan
         draft = plan is not None and plan.may_wait_as_draft and self.signatory is None
-        insert = insert_draft if draft else insert_outgoing
         kind = EventKind.MESSAGE_DRAFTED if draft else EventKind.MESSAGE_SENT
-        logged = _audit.message_event(
-            kind, node.party, message, now, envelope=envelope, user=self.user.name
+        self.logged = _audit.message_event(
+            kind, node.party, message, node.clock(), envelope=envelope, user=self.user.name
         )
+        return message, draft
 
-        def write(session: Any) -> None:
-            insert(session, message, now=now)
+    def _write_alone(self, message: NewMessage, draft: bool) -> Callable[[Session], None]:
+        """A draft, or a message that moves a case: stored in a transaction of its own,
+        with the case's step and the audit leaf."""
+        plan, node, logged = self.plan, self.node, self.logged
+
+        def write(session: Session) -> None:
+            now = node.clock()
+            (insert_draft if draft else insert_outgoing)(session, message, now=now)
             if plan is not None:
                 # The case moves in the transaction that stores the message carrying it.
                 _workflow.record_outgoing(
                     session,
                     plan,
-                    message_id=st.message_id,
+                    message_id=message.message_id,
                     party=node.party,
-                    recipient=st.recipient,
+                    recipient=message.recipient,
                     user=self.user,
                     now=now,
                     periods=self.periods,
                 )
             _audit.record(session, logged)
 
-        try:
-            node.writes.run(write)
-        except (WorkflowError, StorageError) as e:
-            if isinstance(e, StorageError) and not isinstance(e, Conflict):
-                raise
-            raise _SendRefused(f"{e}: the case changed meanwhile, see `accord case`", 409) from e
-        return {"message_id": st.message_id, "status": "draft" if draft else "queued"}
+        return write
+
+    def _store(self, message: NewMessage, draft: bool) -> Future[dict[str, Any]]:
+        """Queue the store in the group commit: a draft or a workflow step alone, any
+        other message to send with the others sealed meanwhile (and its audit leaf). The
+        future gives the answer to the client."""
+        answer = {"message_id": message.message_id, "status": "draft" if draft else "queued"}
+        done: Future[dict[str, Any]] = Future()
+
+        def committed(f: Future[Any]) -> None:
+            error = f.exception()
+            if error is not None:
+                # The message was sealed but not stored: its attachments go too.
+                for part in message.parts[1:]:
+                    with contextlib.suppress(StorageError, OSError):
+                        self.node.blobs.delete(part.blob_sha256)
+                if isinstance(error, WorkflowError | Conflict):
+                    error = _SendRefused(
+                        f"{error}: the case changed meanwhile, see `accord case`", 409
+                    )
+                done.set_exception(error)
+            else:
+                done.set_result(answer)
+
+        if draft or self.plan is not None:
+            future: Future[Any] = self.node.writes.submit(self._write_alone(message, draft))
+        else:
+            future = self.node.writes.submit_item(self.queue_outgoing, (message, self.logged))
+        future.add_done_callback(committed)
+        return done
 
 
 def _safe_file_name(name: object) -> bool:

@@ -8,14 +8,21 @@ Checklist for every delivered message (DESIGN guarantees 1, 5, 6; STYLE "verific
  4. The statement's sender is the connected peer (a peer cannot speak for another party),
     its recipient is this node, and it has not expired.
  5. A (sender, message id) already recorded is a redelivery when the envelope is the same,
-    answered with the original receipt, and a replay otherwise, refused.
+    answered with the original receipt, and a replay otherwise, refused. For a message
+    whose parts all travel inline (small), this is decided for the whole batch by one
+    query inside the transaction of step 8, which is authoritative anyway (a concurrent
+    delivery may have recorded it since); a message with a part bound for the blob store
+    is also checked before its parts are read, so a redelivered large file is skipped,
+    not stored again.
  6. Each part streams into the blob store and must hash to its signed digest before it
     becomes visible; a mismatch discards it.
  7. The agreement's workflow: a request carries its art. 4.3 fields, a step on a case
     is one the case allows (a refusal with its reasons, art. 5.3), no new request after
     the agreement ended (art. 13.1) (`_workflow.inspect_delivery`).
  8. Only then is the message recorded (message, parts, replay entry, event, our signed
-    receipt and the case's step in one savepoint) and the receipt returned.
+    receipt, its audit leaf, and the case's step or the consent record it carries; the
+    whole batch in one transaction, with one statement per table for plain messages) and
+    the receipt returned.
 Every refusal looks the same to the peer; the reason goes to this node's log.
 """
 
@@ -27,10 +34,12 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from crypto import (
     Envelope,
@@ -40,11 +49,13 @@ from crypto import (
     issue_receipt,
     verify_message,
 )
+from crypto.bundle import LogEvent
 from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, PartDigest, Statement, VerifiedMessage
 from crypto.tls import certificate_fingerprint
 from policy.workflow import WorkflowError
 from storage import (
+    Conflict,
     NewMessage,
     PartRef,
     ReplayedMessage,
@@ -54,10 +65,11 @@ from storage import (
     find_peer_by_certificate,
     get_receipt,
     record_incoming,
+    record_incoming_many,
 )
 
 from . import _audit, _workflow
-from ._consent import check_incoming_control, record_incoming_control
+from ._consent import CONTROL_TYPES, check_incoming_control, record_incoming_control
 from ._parts import INLINE_MAX
 from ._runtime import PROFILE_HEADER, Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
@@ -161,7 +173,9 @@ async def _receive_one(
     try:
         verified = _verify(node, party, envelope)  # 3, 4
         check_incoming_control(node, party, verified.statement)  # 4a: consent tokens (art. 7.3)
-        seen = _seen(node, party, message_id)  # 5
+        # 5, early, only for a message with a part bound for the blob store.
+        inline = all(p.size <= INLINE_MAX for p in statement.parts)
+        seen = None if inline else _seen(node, party, message_id)
         if seen is not None and seen != envelope.sha256:
             raise _Refused("replay of a recorded message id with other content")
     except (_Refused, VerificationError) as e:
@@ -316,84 +330,71 @@ def _record(
     redelivered: list[str],
     refused: list[tuple[str | None, str]],
 ) -> list[dict[str, Any]]:
-    """Step 7: one transaction for the batch; each message in its own savepoint. The
-    audit log records each message received (with the receipt answered) and each refused."""
+    """Steps 5 and 8: one transaction for the batch, with the audit leaf of each message
+    received (and the receipt answered) and of each refused.
+
+    A plain message is stored by the bulk statements (one per table for all of them),
+    whole or not at all, alone if the batch breaks a constraint. A message that moves a
+    case or carries a consent statement is stored in its own savepoint with its step, so
+    that a step the case no longer allows refuses that message only.
+    """
     results: list[dict[str, Any]] = []
     now = node.clock()
-    with node.db.session() as session:
-        _audit.record_all(
-            session,
-            (
-                _audit.event(
-                    _audit.EventKind.MESSAGE_REFUSED,
-                    node.party,
-                    now,
-                    message_id=message_id,
-                    sender=party,
-                    peer=party,
-                    verdict="refused",
-                    detail={"reason": reason},
-                )
-                for message_id, reason in refused
-            ),
-        )
-        for item in accepted:
-            m = item.message
-            try:
-                with session.begin_nested():
-                    record_incoming(session, m, now=now)
-                    record_incoming_control(session, node, m)
-                    add_receipt(
-                        session, m.message_id, envelope=item.receipt, verdict="accepted", now=now
-                    )
-                    if item.workflow is not None:  # 8: the case moves with the message
-                        _workflow.record_incoming_step(
-                            session,
-                            item.workflow,
-                            message_id=m.message_id,
-                            now=now,
-                            periods=_workflow.periods_of(node),
-                        )
-                    _audit.record(
-                        session,
-                        _audit.message_event(
-                            _audit.EventKind.MESSAGE_RECEIVED,
-                            node.party,
-                            m,
-                            now,
-                            peer=party,
-                            verdict="accepted",
-                            digests={"receipt": hashlib.sha256(item.receipt).hexdigest()},
-                        ),
-                    )
-                results.append(_accepted(m.message_id, item.receipt))
-            except WorkflowError as e:
-                # The case changed since the step was inspected (another message of the
-                # batch, or of a concurrent delivery, moved it): refused like any other.
-                _log_refusal(m.message_id, m.sender, e)
-                _discard(node, item.new_blobs)
-                _audit.record(
-                    session,
-                    _audit.event(
-                        _audit.EventKind.MESSAGE_REFUSED,
-                        node.party,
-                        now,
-                        message_id=m.message_id,
-                        sender=party,
-                        peer=party,
-                        verdict="refused",
-                        detail={"reason": _reason(e)},
-                    ),
-                )
+    plain = [i for i in accepted if i.workflow is None and i.message.type not in CONTROL_TYPES]
+    hooked = [i for i in accepted if i.workflow is not None or i.message.type in CONTROL_TYPES]
+    outcomes: Sequence[object] = []
+    alone: list[object] = []
+    try:
+        with node.db.session() as session:
+            _audit.record_all(
+                session, (_refusal_event(node, party, m, reason, now) for m, reason in refused)
+            )
+            outcomes = record_incoming_many(
+                session,
+                [item.message for item in plain],
+                receipts=[item.receipt for item in plain],
+                now=now,
+            )
+            _audit.record_all(
+                session,
+                (
+                    _received_event(node, party, item, now)
+                    for item, outcome in zip(plain, outcomes, strict=True)
+                    if outcome is None
+                ),
+            )
+            alone = [_record_alone(session, node, party, item, now) for item in hooked]
+    except StorageError as e:
+        log.error("a batch of %d message(s) could not be stored: %s", len(accepted), e)
+        outcomes = [e] * len(plain)
+        alone = [e] * len(hooked)
+    late_refusals: list[tuple[str, str]] = []
+    for item, outcome in [*zip(plain, outcomes, strict=True), *zip(hooked, alone, strict=True)]:
+        m = item.message
+        if outcome is None:  # stored by the bulk statements
+            results.append(_accepted(m.message_id, item.receipt))
+        elif isinstance(outcome, dict):
+            results.append(outcome)
+        elif isinstance(outcome, StorageError):
+            _discard(node, item.new_blobs)
+            if isinstance(outcome, ReplayedMessage):
+                if outcome.envelope_sha256 == hashlib.sha256(m.envelope).hexdigest():
+                    # Delivered twice in one batch, or by two requests at once: answer
+                    # with the receipt that was stored first.
+                    redelivered.append(m.message_id)
+                else:
+                    _log_refusal(m.message_id, m.sender, _Refused("replay with other content"))
+                    late_refusals.append((m.message_id, "replay with other content"))
+                    results.append({"message_id": m.message_id, "verdict": "refused"})
+            elif isinstance(outcome, Conflict):
+                _log_refusal(m.message_id, m.sender, _Refused(str(outcome)))
+                late_refusals.append((m.message_id, str(outcome)))
                 results.append({"message_id": m.message_id, "verdict": "refused"})
-            except ReplayedMessage:
-                # Delivered twice in one batch or by two requests at once: answer with the
-                # receipt that was stored first.
-                redelivered.append(m.message_id)
-            except StorageError as e:
-                log.error("message %s could not be stored: %s", m.message_id, e)
-                _discard(node, item.new_blobs)
+            else:
+                log.error("message %s could not be stored: %s", m.message_id, outcome)
                 results.append({"message_id": m.message_id, "verdict": "retry"})
+    for message_id, reason in late_refusals:
+        _audit.record_alone(node, _refusal_event(node, party, message_id, reason, now))
     if redelivered:
         with node.db.session(readonly=True) as session:
             for message_id in redelivered:
@@ -403,6 +404,65 @@ def _record(
                 except StorageError:
                     results.append({"message_id": message_id, "verdict": "retry"})
     return results
+
+
+def _record_alone(
+    session: Session, node: Node, party: str, item: _Accepted, now: datetime
+) -> dict[str, Any] | StorageError:
+    """Step 8 for a message with a hook: in a savepoint, the message, its receipt, the
+    consent record or case step it carries and its audit leaf; the answer for it."""
+    m = item.message
+    try:
+        with session.begin_nested():
+            record_incoming(session, m, now=now)
+            record_incoming_control(session, node, m)
+            add_receipt(session, m.message_id, envelope=item.receipt, verdict="accepted", now=now)
+            if item.workflow is not None:  # the case moves with the message
+                _workflow.record_incoming_step(
+                    session,
+                    item.workflow,
+                    message_id=m.message_id,
+                    now=now,
+                    periods=_workflow.periods_of(node),
+                )
+            _audit.record(session, _received_event(node, party, item, now))
+    except WorkflowError as e:
+        # The case changed since the step was inspected (another message of the batch,
+        # or of a concurrent delivery, moved it): refused like any other.
+        _log_refusal(m.message_id, m.sender, e)
+        _discard(node, item.new_blobs)
+        _audit.record(session, _refusal_event(node, party, m.message_id, _reason(e), now))
+        return {"message_id": m.message_id, "verdict": "refused"}
+    except StorageError as e:
+        return e
+    return _accepted(m.message_id, item.receipt)
+
+
+def _received_event(node: Node, party: str, item: _Accepted, now: datetime) -> LogEvent:
+    return _audit.message_event(
+        _audit.EventKind.MESSAGE_RECEIVED,
+        node.party,
+        item.message,
+        now,
+        peer=party,
+        verdict="accepted",
+        digests={"receipt": hashlib.sha256(item.receipt).hexdigest()},
+    )
+
+
+def _refusal_event(
+    node: Node, party: str, message_id: str | None, reason: str, now: datetime
+) -> LogEvent:
+    return _audit.event(
+        _audit.EventKind.MESSAGE_REFUSED,
+        node.party,
+        now,
+        message_id=message_id,
+        sender=party,
+        peer=party,
+        verdict="refused",
+        detail={"reason": reason},
+    )
 
 
 def _accepted(message_id: str, receipt: bytes) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from policy import Profile, default_profile
 from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
 from storage import get_peer as _get_peer
 
+from ._flow import Backlog
 from ._groupcommit import GroupCommit
 from ._keystore import NodeKeys
 from .config import Home, NodeConfig
@@ -79,6 +80,8 @@ class Node:
     _wake: asyncio.Event | None = None
     _writes: GroupCommit | None = None
     _executor: ThreadPoolExecutor | None = None
+    # Flow control: the local API yields to the delivery worker when it is far behind.
+    backlog: Backlog = field(default_factory=Backlog)
 
     @property
     def executor(self) -> ThreadPoolExecutor:

@@ -38,10 +38,13 @@ log = logging.getLogger("accord.serve")
 PIN_REFRESH_SECONDS = 2.0
 
 
-def load_node(home_dir: Path, passphrase: bytes) -> Node:
+def load_node(home_dir: Path, passphrase: bytes, *, keys: NodeKeys | None = None) -> Node:
+    """The node of `home_dir`; `keys` if they were opened already (see `accord serve`)."""
     home = Home(home_dir)
     config = home.load_config()
-    NodeKeys.load(home, passphrase)  # a wrong passphrase is reported before the database
+    if keys is None:
+        # A wrong passphrase is reported before the database is opened.
+        NodeKeys.load(home, passphrase)
     db = Database.open(config.database)
     db.migrate()
 

@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 refused or failed (one line on stderr saying why and what to do),
 2 usage error (typer's own).
+
+Each command imports what it needs when it runs: the database layer, the key store and
+the web stack are not loaded to print `--help` or to run a command that does not use
+them (the eager imports made every `accord` invocation take about a second).
 """
 
 from __future__ import annotations
@@ -12,23 +16,26 @@ import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from crypto.descriptor import format_fingerprint
-from storage import Role
+if TYPE_CHECKING:
+    from .config import Home
 
-from . import _admin, _demo
-from ._admin import CLEARANCES, AdminError
-from ._keystore import (
-    NODE_PASSPHRASE_VAR,
-    SIGNATORY_PASSPHRASE_VAR,
-    KeyStoreError,
-    passphrase_from_env_or_prompt,
-)
-from .config import Home
+# The choices of `user add`, spelled here so that parsing the command line needs no
+# database layer; tests/gateway/test_cli_admin.py checks they equal `storage.Role` and
+# `_admin.CLEARANCES`.
+CLEARANCES = ("OFFICIAL", "RESTRICTED", "CONFIDENTIAL")
+
+
+class RoleChoice(StrEnum):
+    OPERATOR = "operator"
+    SIGNATORY = "signatory"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
 
 app = typer.Typer(
     name="accord",
@@ -41,6 +48,8 @@ app = typer.Typer(
 @app.command()
 def demo() -> None:
     """Run the agreement's exchange end to end on this machine and print a transcript."""
+    from . import _demo
+
     _demo.run()
 
 
@@ -77,6 +86,9 @@ def _fail(message: str) -> NoReturn:
 
 @contextlib.contextmanager
 def _refusals() -> Iterator[None]:
+    from ._admin import AdminError
+    from ._keystore import KeyStoreError
+
     try:
         yield
     except (AdminError, KeyStoreError) as e:
@@ -88,6 +100,8 @@ def _print_json(document: Any) -> None:
 
 
 def _home(path: Path) -> Home:
+    from .config import Home
+
     return Home(Path(os.path.abspath(path.expanduser())))
 
 
@@ -140,6 +154,9 @@ def init(
     The key files are encrypted under a passphrase from ACCORD_PASSPHRASE or a prompt.
     Prints the admin's API token once.
     """
+    from . import _admin
+    from ._keystore import NODE_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     with _refusals():
         _admin.check_new_home(home)
         passphrase = passphrase_from_env_or_prompt(
@@ -196,6 +213,11 @@ def peer_export(
     The descriptor holds the party id, name, endpoint, public keys and TLS certificate;
     its fingerprint is what peers compare out of band.
     """
+    from crypto.descriptor import format_fingerprint
+
+    from . import _admin
+    from ._keystore import NODE_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     with _refusals():
         passphrase = passphrase_from_env_or_prompt(
             NODE_PASSPHRASE_VAR, "Passphrase for the node's keys"
@@ -249,6 +271,10 @@ def peer_add(
     Without --fingerprint, show the fingerprint and ask for confirmation (on a terminal
     only); with it, refuse on mismatch.
     """
+    from crypto.descriptor import format_fingerprint
+
+    from . import _admin
+
     with _refusals():
         try:
             data = file.read_bytes()
@@ -301,7 +327,7 @@ def user_add(
         str, typer.Argument(metavar="NAME", help="The user's name.", show_default=False)
     ],
     role: Annotated[
-        Role, typer.Option("--role", case_sensitive=False, help="What the user may do.")
+        RoleChoice, typer.Option("--role", case_sensitive=False, help="What the user may do.")
     ],
     clearance: Annotated[
         str,
@@ -323,10 +349,15 @@ def user_add(
     A signatory also gets a personal signing key under their own passphrase
     (ACCORD_SIGNATORY_PASSPHRASE or a prompt), or on their PKCS#11 token (--token-uri).
     """
+    from storage import Role
+
+    from . import _admin
+    from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     with _refusals():
         level = _admin.parse_clearance(clearance)
         signatory_passphrase = None
-        if role is Role.SIGNATORY:
+        if role is RoleChoice.SIGNATORY:
             signatory_passphrase = passphrase_from_env_or_prompt(
                 SIGNATORY_PASSPHRASE_VAR,
                 f"Passphrase for {name}'s personal signing key (theirs, not the node's)",
@@ -335,7 +366,7 @@ def user_add(
         result = _admin.add_user(
             _home(home),
             name,
-            role=role,
+            role=Role(role.value),
             clearance=level,
             signatory_passphrase=signatory_passphrase,
             now=_now(),

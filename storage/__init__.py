@@ -108,15 +108,19 @@ from ._messages import (
     add_event,
     add_receipt,
     get_message,
+    get_messages,
     get_parts,
+    get_parts_many,
     get_receipt,
     insert_draft,
     insert_outgoing,
+    insert_outgoing_many,
     list_events,
     list_messages,
     prune_replay,
     queue_draft,
     record_incoming,
+    record_incoming_many,
     set_status,
 )
 from ._models import (
@@ -150,7 +154,7 @@ from ._models import (
     WitnessedCheckpoint,
     WitnessEvidence,
 )
-from ._outbox import complete, fail, lease_due, release_leases, retry_later
+from ._outbox import Outcome, complete, fail, lease_due, release_leases, retry_later, settle
 
 __all__ = [
     "AgreementNotice",
@@ -186,6 +190,7 @@ __all__ = [
     "NewMessage",
     "NotFound",
     "OutboxEntry",
+    "Outcome",
     "PartRef",
     "Peer",
     "PeerStatus",
@@ -226,7 +231,9 @@ __all__ = [
     "get_key",
     "get_leaf",
     "get_message",
+    "get_messages",
     "get_parts",
+    "get_parts_many",
     "get_peer",
     "get_receipt",
     "get_user",
@@ -235,6 +242,7 @@ __all__ = [
     "has_case_access",
     "insert_draft",
     "insert_outgoing",
+    "insert_outgoing_many",
     "last_cosigned_size",
     "latest_checkpoint",
     "latest_witnessed",
@@ -262,6 +270,7 @@ __all__ = [
     "queue_draft",
     "record_agreement_notice",
     "record_incoming",
+    "record_incoming_many",
     "record_key_event",
     "record_witnessed",
     "release_leases",
@@ -269,6 +278,7 @@ __all__ = [
     "retry_later",
     "revoke_key",
     "set_status",
+    "settle",
     "statement_applied",
     "tree_head",
     "tree_nodes",

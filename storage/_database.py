@@ -27,13 +27,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
@@ -41,6 +36,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from ._errors import InvalidValue, SchemaMismatch, StorageError, StorageUnavailable, funnel
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["Database"]
 
@@ -77,12 +75,65 @@ def _normalise_url(url: str | URL) -> URL:
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
+    # Alembic is imported when the schema is looked at, not with the package: a running
+    # node and most CLI commands never need it after start-up (memory and start time).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("path_separator", "os")
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+class _FairRLock:
+    """A re-entrant lock granted in the order it was asked for (a ticket lock). A thread
+    interrupted while it waits (KeyboardInterrupt) gives up its ticket, so the threads
+    behind it are still served."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._next_ticket = 0
+        self._serving = 0
+        self._abandoned: set[int] = set()
+
+    def acquire(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            try:
+                while self._serving != ticket:
+                    self._cond.wait()
+            except BaseException:
+                self._abandoned.add(ticket)
+                self._advance()
+                raise
+            self._owner, self._depth = me, 1
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a lock this thread does not hold")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._serving += 1
+                self._advance()
+
+    def _advance(self) -> None:
+        # Called with the condition held: skip the tickets of threads that gave up.
+        if self._owner is None:
+            while self._serving in self._abandoned:
+                self._abandoned.discard(self._serving)
+                self._serving += 1
+        self._cond.notify_all()
 
 
 class Database:
@@ -95,8 +146,10 @@ class Database:
         # SQLite has one writer at a time. Threads of this process queue on this lock for
         # it, and so are woken the moment it is free, rather than in SQLite's busy
         # handler, which sleeps in steps of up to 100 ms. Other processes (a CLI command
-        # beside a running node) still meet the busy timeout.
-        self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
+        # beside a running node) still meet the busy timeout. The lock is fair (first
+        # come, first served): with a plain lock the group-commit thread, which takes it
+        # again the moment it lets it go, starved the delivery worker under load.
+        self._writer = _FairRLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, url: str | URL) -> Database:
@@ -152,13 +205,11 @@ class Database:
         (`InvalidValue` for ORM changes, a `StorageError` from the database otherwise).
         Objects loaded in the session stay readable after it ends.
         """
-        session = Session(
+        session = (_ReadOnlySession if readonly else Session)(
             self._readonly_engine if readonly else self._engine,
             expire_on_commit=False,
             info={_READONLY_OPTION: readonly},
         )
-        if readonly:
-            event.listen(session, "before_flush", _refuse_flush)
         writer = None if readonly else self._writer
         if writer is not None:
             writer.acquire()
@@ -182,6 +233,9 @@ class Database:
 
     def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to `revision` (the newest by default); idempotent."""
+        from alembic import command
+        from alembic.util import CommandError
+
         try:
             with _ALEMBIC_LOCK, self._engine.begin() as connection:
                 if self.dialect == "postgresql":
@@ -196,6 +250,8 @@ class Database:
 
     def schema_version(self) -> str | None:
         """The alembic revision the database is at; None for an empty database."""
+        from alembic.runtime.migration import MigrationContext
+
         try:
             with self._readonly_engine.connect() as connection:
                 return MigrationContext.configure(connection).get_current_revision()
@@ -205,6 +261,8 @@ class Database:
     @staticmethod
     def schema_head() -> str:
         """The newest revision this code ships (what `migrate()` upgrades to)."""
+        from alembic.script import ScriptDirectory
+
         head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
         if head is None:
             raise StorageError("no migrations are shipped with storage")
@@ -253,6 +311,14 @@ def _sqlite_on_begin(connection: Connection) -> None:
 def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
     if session.new or session.dirty or session.deleted:
         raise InvalidValue("a read-only session cannot write; use db.session()")
+
+
+class _ReadOnlySession(Session):
+    """A session that refuses to flush ORM changes. The listener is set once on the
+    class: set on each session, it cost more than the query of a short read."""
+
+
+event.listen(_ReadOnlySession, "before_flush", _refuse_flush)
 
 
 def _postgresql_on_begin(connection: Connection) -> None:

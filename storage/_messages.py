@@ -10,6 +10,15 @@ Invariants:
 - `envelope_sha256` is computed here from the envelope bytes, never taken from the
   caller, so it always names the bytes stored beside it.
 - Part indexes are the positions in the sequence given: 0 is the body.
+- The batch writes (`insert_outgoing_many`, `record_incoming_many`) keep the same
+  guarantees per message as the single ones: each message is written whole or not at all,
+  and one message's failure leaves the others of the batch unaffected. They write a whole
+  batch with one Core statement per table (no ORM unit of work: its per-row flush cost
+  was most of a node's CPU under load), inside one savepoint; should the batch break a
+  constraint (a concurrent replica, a reused id), the savepoint is undone and each message
+  is written alone, so the constraint names the message that broke it.
+- Existence is asked of the database's constraints, not checked before writing: an
+  unknown peer is a foreign-key violation, a reused message id a primary-key violation.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete, insert, tuple_
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from ._errors import (
@@ -52,15 +62,19 @@ __all__ = [
     "add_event",
     "add_receipt",
     "get_message",
+    "get_messages",
     "get_parts",
+    "get_parts_many",
     "get_receipt",
     "insert_draft",
     "insert_outgoing",
+    "insert_outgoing_many",
     "list_events",
     "list_messages",
     "prune_replay",
     "queue_draft",
     "record_incoming",
+    "record_incoming_many",
     "set_status",
 ]
 
@@ -159,6 +173,145 @@ def _event(message_id: str, event: str, now: datetime, detail: Mapping[str, Any]
     return MessageEvent(message_id=message_id, at=now, event=str(event), detail=dict(detail))
 
 
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+_MESSAGES = _table(Message)
+_PARTS = _table(MessagePart)
+_OUTBOX = _table(OutboxEntry)
+_EVENTS = _table(MessageEvent)
+_REPLAY = _table(ReplayEntry)
+_RECEIPTS = _table(Receipt)
+
+
+def _message_values(
+    message: NewMessage, direction: Direction, status: MessageStatus, now: datetime
+) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "direction": direction,
+        "sender": message.sender,
+        "recipient": message.recipient,
+        "type": message.type,
+        "marking": dict(message.marking),
+        "purpose": message.purpose,
+        "created": message.created,
+        "expires": message.expires,
+        "envelope": message.envelope,
+        "envelope_sha256": hashlib.sha256(message.envelope).hexdigest(),
+        "header": message.header,
+        "status": status,
+        "in_reply_to": message.in_reply_to,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _part_values(message: NewMessage) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": message.message_id,
+            "index": i,
+            "blob_sha256": p.blob_sha256,
+            "size": p.size,
+            "data": p.data,
+        }
+        for i, p in enumerate(message.parts)
+    ]
+
+
+def _event_values(
+    message_id: str, event: str, now: datetime, detail: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {"message_id": message_id, "at": now, "event": str(event), "detail": dict(detail)}
+
+
+def _insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """One INSERT for all `rows` (executemany), skipped when there are none."""
+    if rows:
+        session.execute(insert(table), rows)
+
+
+def _as_row(values: dict[str, Any]) -> Message:
+    """The stored message as an object, built from what was inserted (no reload)."""
+    return Message(**values)
+
+
+def _write_outgoing(
+    session: Session,
+    messages: Sequence[NewMessage],
+    *,
+    now: datetime,
+    peer: str | None,
+    attempt_at: datetime,
+) -> list[dict[str, Any]]:
+    """Insert the rows of `messages`, parent rows first: SQLite checks foreign keys per
+    statement. No savepoint here: the caller holds one. Returns the message rows' values."""
+    values = [_message_values(m, Direction.OUT, MessageStatus.QUEUED, now) for m in messages]
+    _insert(session, _MESSAGES, values)
+    _insert(session, _PARTS, [p for m in messages for p in _part_values(m)])
+    _insert(
+        session,
+        _OUTBOX,
+        [
+            {
+                "message_id": m.message_id,
+                "peer": m.recipient if peer is None else peer,
+                "attempts": 0,
+                "next_attempt_at": attempt_at,
+            }
+            for m in messages
+        ],
+    )
+    _insert(
+        session,
+        _EVENTS,
+        [
+            _event_values(
+                m.message_id,
+                MessageStatus.QUEUED.value,
+                now,
+                {"peer": m.recipient if peer is None else peer},
+            )
+            for m in messages
+        ],
+    )
+    return values
+
+
+def insert_outgoing_many(
+    session: Session, messages: Sequence[NewMessage], *, now: datetime
+) -> list[NotFound | DuplicateError | None]:
+    """Queue several outgoing messages at once, each for delivery to its recipient, due now.
+
+    Returns, in order, None for each message queued, or the error that refused it alone
+    (`NotFound` for an unregistered peer, `DuplicateError` for a reused message id); the
+    others are queued all the same. (No row objects are built: under load, building them
+    cost more than the inserts.) A message id given twice in `messages` is a
+    `DuplicateError` for the second. Atomic per message, as `insert_outgoing`.
+    """
+    now = require_aware(now, "now")
+    if not messages:
+        return []
+    if len({m.message_id for m in messages}) == len(messages):
+        try:
+            with session.begin_nested():
+                _write_outgoing(session, messages, now=now, peer=None, attempt_at=now)
+            return [None] * len(messages)
+        except sa_exc.IntegrityError:
+            pass  # Someone in the batch broke a constraint: find out who, one by one.
+    results: list[NotFound | DuplicateError | None] = []
+    for message in messages:
+        try:
+            insert_outgoing(session, message, now=now)
+            results.append(None)
+        except (NotFound, DuplicateError) as e:
+            results.append(e)
+    return results
+
+
 def insert_outgoing(
     session: Session,
     message: NewMessage,
@@ -173,25 +326,19 @@ def insert_outgoing(
     `NotFound` for an unregistered peer and `DuplicateError` for a reused message id.
     """
     now = require_aware(now, "now")
-    peer = message.recipient if peer is None else peer
+    target = message.recipient if peer is None else peer
     attempt_at = now if first_attempt_at is None else require_aware(first_attempt_at)
-    if session.get(Peer, peer) is None:
-        raise NotFound(f"no peer {peer!r} to deliver to")
-    if session.get(Message, message.message_id) is not None:
-        raise DuplicateError(f"message {message.message_id!r} already exists")
-    row = _row(message, Direction.OUT, MessageStatus.QUEUED, now)
     try:
         with session.begin_nested():
-            session.add(row)
-            session.flush()  # The parent rows first: SQLite checks foreign keys per row.
-            session.add_all(_parts(message))
-            session.add(
-                OutboxEntry(message_id=message.message_id, peer=peer, next_attempt_at=attempt_at)
+            (values,) = _write_outgoing(
+                session, [message], now=now, peer=target, attempt_at=attempt_at
             )
-            session.add(_event(message.message_id, MessageStatus.QUEUED.value, now, {"peer": peer}))
     except sa_exc.IntegrityError as e:
+        # Only now is it worth asking which constraint answered.
+        if session.get(Peer, target) is None:
+            raise NotFound(f"no peer {target!r} to deliver to") from e
         raise DuplicateError(f"message {message.message_id!r} already exists") from e
-    return row
+    return _as_row(values)
 
 
 def insert_draft(session: Session, message: NewMessage, *, now: datetime) -> Message:
@@ -324,6 +471,184 @@ def record_incoming(
             raise replayed from e
         raise Conflict(f"message id {message.message_id!r} is already used") from e
     return row
+
+
+def _known(
+    session: Session, messages: Sequence[NewMessage]
+) -> tuple[dict[tuple[str, str], tuple[str, datetime]], dict[str, tuple[Any, ...]]]:
+    """Two queries for a whole batch: the replay entries of its (sender, id) pairs, and
+    the stored messages that use its ids."""
+    pairs = [(m.sender, m.message_id) for m in messages]
+    replay = session.execute(
+        core_select(
+            _REPLAY.c.sender, _REPLAY.c.message_id, _REPLAY.c.envelope_sha256, _REPLAY.c.seen_at
+        ).where(tuple_(_REPLAY.c.sender, _REPLAY.c.message_id).in_(pairs))
+    ).all()
+    kept = session.execute(
+        core_select(
+            _MESSAGES.c.message_id,
+            _MESSAGES.c.direction,
+            _MESSAGES.c.sender,
+            _MESSAGES.c.envelope_sha256,
+            _MESSAGES.c.created_at,
+        ).where(_MESSAGES.c.message_id.in_([m.message_id for m in messages]))
+    ).all()
+    return (
+        {(r.sender, r.message_id): (r.envelope_sha256, r.seen_at) for r in replay},
+        {r.message_id: tuple(r) for r in kept},
+    )
+
+
+def _replay(message: NewMessage, envelope_sha256: str, seen_at: datetime) -> ReplayedMessage:
+    return ReplayedMessage(
+        sender=message.sender,
+        message_id=message.message_id,
+        envelope_sha256=envelope_sha256,
+        seen_at=seen_at,
+    )
+
+
+def record_incoming_many(
+    session: Session,
+    messages: Sequence[NewMessage],
+    *,
+    now: datetime,
+    receipts: Sequence[bytes] | None = None,
+    verdict: str = "accepted",
+) -> list[ReplayedMessage | Conflict | None]:
+    """Record a batch of verified incoming messages as received, each with the receipt
+    this node answers it with (`receipts[i]` for `messages[i]`, stored with `verdict`).
+
+    Returns, in order, None for each message recorded, or the error that refused it alone:
+    `ReplayedMessage` for a (sender, id) already recorded (also earlier in the same
+    batch: compare `envelope_sha256` to tell a redelivery from a replay), `Conflict` for
+    an id another sender already used. The replay check is two queries for the whole
+    batch; the writes are one statement per table. Atomic per message, as
+    `record_incoming` with `add_receipt`; replay entries are kept until each message's
+    own expiry.
+    """
+    now = require_aware(now, "now")
+    if receipts is not None and len(receipts) != len(messages):
+        raise InvalidValue("one receipt per message")
+    if not messages:
+        return []
+    replay, kept = _known(session, messages)
+    results: list[ReplayedMessage | Conflict | None] = []
+    fresh: list[int] = []
+    in_batch: dict[str, tuple[str, str]] = {}
+    for i, m in enumerate(messages):
+        sha = hashlib.sha256(m.envelope).hexdigest()
+        seen = replay.get((m.sender, m.message_id))
+        stored = kept.get(m.message_id)
+        first = in_batch.get(m.message_id)
+        if seen is not None:
+            results.append(_replay(m, seen[0], seen[1]))
+        elif stored is not None and stored[1] == Direction.IN and stored[2] == m.sender:
+            results.append(_replay(m, stored[3], stored[4]))
+        elif stored is not None or (first is not None and first[0] != m.sender):
+            results.append(
+                Conflict(f"message id {m.message_id!r} is already used by another message")
+            )
+        elif first is not None:
+            results.append(_replay(m, first[1], now))
+        else:
+            in_batch[m.message_id] = (m.sender, sha)
+            fresh.append(i)
+            results.append(None)
+    try:
+        with session.begin_nested():
+            _write_incoming(session, messages, fresh, now=now, receipts=receipts, verdict=verdict)
+    except sa_exc.IntegrityError:
+        # A concurrent replica recorded one of them first: one by one, each alone.
+        for i in fresh:
+            m = messages[i]
+            try:
+                with session.begin_nested():
+                    record_incoming(session, m, now=now)
+                    if receipts is not None:
+                        add_receipt(
+                            session, m.message_id, envelope=receipts[i], verdict=verdict, now=now
+                        )
+            except (ReplayedMessage, Conflict) as e:
+                results[i] = e
+    return results
+
+
+def _write_incoming(
+    session: Session,
+    messages: Sequence[NewMessage],
+    fresh: Sequence[int],
+    *,
+    now: datetime,
+    receipts: Sequence[bytes] | None,
+    verdict: str,
+) -> None:
+    batch = [messages[i] for i in fresh]
+    if not batch:
+        return
+    values = [_message_values(m, Direction.IN, MessageStatus.RECEIVED, now) for m in batch]
+    _insert(
+        session,
+        _REPLAY,
+        [
+            {
+                "sender": m.sender,
+                "message_id": m.message_id,
+                "envelope_sha256": v["envelope_sha256"],
+                "seen_at": now,
+                "expires": m.expires,
+            }
+            for m, v in zip(batch, values, strict=True)
+        ],
+    )
+    _insert(session, _MESSAGES, values)
+    _insert(session, _PARTS, [p for m in batch for p in _part_values(m)])
+    _insert(
+        session,
+        _EVENTS,
+        [
+            _event_values(m.message_id, MessageStatus.RECEIVED.value, now, {"sender": m.sender})
+            for m in batch
+        ],
+    )
+    if receipts is not None:
+        _insert(
+            session,
+            _RECEIPTS,
+            [
+                {
+                    "message_id": messages[i].message_id,
+                    "envelope": receipts[i],
+                    "verdict": verdict,
+                    "received_at": now,
+                }
+                for i in fresh
+            ],
+        )
+
+
+def get_messages(session: Session, message_ids: Sequence[str]) -> dict[str, Message]:
+    """The stored messages among `message_ids`, by id, in one query (unknown ids are
+    absent)."""
+    if not message_ids:
+        return {}
+    rows = session.exec(select(Message).where(col(Message.message_id).in_(message_ids))).all()
+    return {r.message_id: r for r in rows}
+
+
+def get_parts_many(session: Session, message_ids: Sequence[str]) -> dict[str, list[MessagePart]]:
+    """The parts of each of `message_ids`, in order (body first), in one query."""
+    parts: dict[str, list[MessagePart]] = {m: [] for m in message_ids}
+    if not message_ids:
+        return parts
+    rows = session.exec(
+        select(MessagePart)
+        .where(col(MessagePart.message_id).in_(message_ids))
+        .order_by(col(MessagePart.message_id), col(MessagePart.index))
+    ).all()
+    for row in rows:
+        parts[row.message_id].append(row)
+    return parts
 
 
 def get_message(session: Session, message_id: str) -> Message:

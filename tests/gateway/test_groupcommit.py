@@ -96,3 +96,69 @@ def test_error_reaches_the_caller(db: Database) -> None:
             commits.run(lambda session: 1 // 0)
     finally:
         commits.close()
+
+
+def test_bulk_items_are_written_by_one_call_per_transaction(db: Database) -> None:
+    """Items queued for the same bulk write are handed to it together; every item gets
+    its own outcome, and nothing is answered before the commit."""
+    calls: list[int] = []
+
+    def bulk(session, names):
+        calls.append(len(names))
+        for name in names:
+            _add(name)(session)
+        return [f"stored {name}" for name in names]
+
+    commits = GroupCommit(db)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = [commits.submit_item(bulk, f"p{i}") for i in range(40)]
+            results = list(pool.map(lambda f: f.result(timeout=30), futures))
+    finally:
+        commits.close()
+    assert results == [f"stored p{i}" for i in range(40)]
+    assert sum(calls) == 40 and len(calls) < 40
+    with db.session(readonly=True) as session:
+        assert len(session.exec(select(Peer)).all()) == 40
+
+
+def test_bulk_outcome_that_is_an_error_fails_its_item_alone(db: Database) -> None:
+    def bulk(session, names):
+        return [ValueError(f"отказ {n}") if n == "bad" else n for n in names]
+
+    commits = GroupCommit(db)
+    try:
+        good, bad = commits.submit_item(bulk, "good"), commits.submit_item(bulk, "bad")
+        assert good.result(timeout=30) == "good"
+        with pytest.raises(ValueError, match="отказ bad"):
+            bad.result(timeout=30)
+    finally:
+        commits.close()
+
+
+def test_raising_bulk_write_is_undone_and_other_writes_commit(db: Database) -> None:
+    """A bulk write that raises after writing rows fails all its items, its rows are
+    rolled back with its savepoint, and the plain writes of the same transaction commit."""
+
+    def bulk(session, names):
+        for name in names:
+            _add(name)(session)
+        raise RuntimeError("the bulk write fails after writing")
+
+    commits = GroupCommit(db)
+    futures = []
+    try:
+        # Driven directly, so that both kinds are in one transaction for certain.
+        from concurrent.futures import Future
+
+        batch = [(None, _add("plain"), Future()), (bulk, "half", Future()), (bulk, "b2", Future())]
+        commits._commit(batch)
+        futures = [f for _, _, f in batch]
+    finally:
+        commits.close()
+    assert futures[0].result() == "plain"
+    for f in futures[1:]:
+        with pytest.raises(RuntimeError):
+            f.result()
+    with db.session(readonly=True) as session:
+        assert {p.party_id for p in session.exec(select(Peer)).all()} == {"plain"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -546,3 +547,54 @@ def test_attack_peer_under_another_agreement_profile_refused(
     assert response.status_code == 403
     assert response.json() == {"error": "refused"}
     victim.assert_unchanged(message.message_id)
+
+
+def test_attack_route_of_the_other_face_answers_like_a_missing_one(
+    nodes: SimpleNamespace, forger: Forger, as_b: httpx.Client
+) -> None:
+    """DESIGN 9: the peer API answers only on the mutual-TLS listener and the local API
+    only on the users' listener. A delivery posted to the users' port, or a local route
+    asked on the peer port, gets the 404 of a route that does not exist, and stores
+    nothing."""
+    a: NodeProcess = nodes.a
+    victim = Victim(a)
+    message = forger.craft(to=a.party)
+    with a.client("дежурный") as local:
+        wrong_port = local.post(
+            "/peer/v1/messages",
+            content=stream(message),
+            headers={"content-type": "application/vnd.accord.delivery-stream"},
+        )
+        missing = local.get("/peer/v1/no-such-route")
+    local_on_peer_port = as_b.get("/api/v1/health")
+    missing_on_peer_port = as_b.get("/peer/v1/no-such-route")
+    assert wrong_port.status_code == missing.status_code == 404
+    assert wrong_port.json() == missing.json() == {"detail": "Not Found"}
+    assert local_on_peer_port.status_code == missing_on_peer_port.status_code == 404
+    assert local_on_peer_port.json() == missing_on_peer_port.json()
+    victim.assert_unchanged(message.message_id)
+
+
+def test_attack_replay_inside_one_delivery_stream_is_refused(
+    nodes: SimpleNamespace, forger: Forger, as_b: httpx.Client
+) -> None:
+    """Replay is decided for a whole delivered batch in its recording transaction: the
+    same envelope twice in one stream is stored once and both copies are answered with
+    the same receipt; a second envelope reusing the id with other content, in the same
+    stream, is refused and changes nothing."""
+    a: NodeProcess = nodes.a
+    original = forger.craft(to=a.party, purpose="Цель в одной пачке")
+    forged = forger.craft(
+        to=a.party, message_id=original.message_id, purpose="Подмена в той же пачке"
+    )
+    response = deliver(as_b, stream(original, original, forged))
+    assert response.status_code == 200, response.text
+    results = [r for r in response.json()["results"] if r["message_id"] == original.message_id]
+    assert sorted(r["verdict"] for r in results) == ["accepted", "accepted", "refused"]
+    receipts = {json.dumps(r["receipt"], sort_keys=True) for r in results if "receipt" in r}
+    assert len(receipts) == 1
+    assert_accepted(nodes, next(r for r in results if "receipt" in r), original)
+    with a.client("дежурный") as client:
+        read = client.get(f"/api/v1/messages/{original.message_id}")
+    assert read.json()["purpose"] == "Цель в одной пачке"
+    assert a.events(original.message_id) == ["received"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -208,3 +211,52 @@ def test_cyrillic_text_round_trips(db: Database) -> None:
         peer = get_peer(session, "BY-GKSE")
     assert peer.name == name
     assert peer.added_at == T0
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        time.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+def test_writer_lock_is_granted_first_come_first_served() -> None:
+    """The group-commit thread takes the writer lock again the moment it lets it go; a
+    fair lock makes the delivery worker's transactions wait their turn, not for ever."""
+    from storage._database import _FairRLock
+
+    lock = _FairRLock()
+    order: list[int] = []
+    lock.acquire()
+    lock.acquire()  # Re-entrant for its holder.
+    threads = []
+    for n in range(4):
+        t = threading.Thread(target=lambda n=n: (lock.acquire(), order.append(n), lock.release()))
+        t.start()
+        threads.append(t)
+        _wait_until(lambda n=n: lock._next_ticket == n + 2)
+    lock.release()
+    assert order == []
+    lock.release()
+    for t in threads:
+        t.join(timeout=30)
+    assert order == [0, 1, 2, 3]
+
+
+def test_writer_lock_skips_a_waiter_that_gave_up() -> None:
+    from storage._database import _FairRLock
+
+    lock = _FairRLock()
+    lock.acquire()
+    # A waiter interrupted while waiting leaves its ticket abandoned.
+    with lock._cond:
+        lock._abandoned.add(lock._next_ticket)
+        lock._next_ticket += 1
+    got: list[str] = []
+    t = threading.Thread(target=lambda: (lock.acquire(), got.append("served"), lock.release()))
+    t.start()
+    _wait_until(lambda: lock._next_ticket == 3)
+    lock.release()
+    t.join(timeout=30)
+    assert got == ["served"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, text
@@ -18,6 +19,7 @@ from storage import (
     MessageEvent,
     MessagePart,
     MessageStatus,
+    NewMessage,
     NotFound,
     OutboxEntry,
     PartRef,
@@ -27,13 +29,17 @@ from storage import (
     add_event,
     add_receipt,
     get_message,
+    get_messages,
     get_parts,
+    get_parts_many,
     get_receipt,
     insert_outgoing,
+    insert_outgoing_many,
     list_events,
     list_messages,
     prune_replay,
     record_incoming,
+    record_incoming_many,
     set_status,
 )
 from tests.storage.helpers import (
@@ -375,3 +381,143 @@ def test_inline_part_that_does_not_match_its_digest_refused() -> None:
 
     with pytest.raises(DigestMismatch):
         PartRef(hashlib.sha256(b"signed").hexdigest(), 6, b"forged")
+
+
+# --- Batch writes: the same guarantees per message, one statement per table ------------
+
+
+def test_insert_outgoing_many_queues_every_message(peer_db: Database) -> None:
+    messages = [new_message(f"m-{n}", parts=2) for n in range(3)]
+    with peer_db.session() as session:
+        assert insert_outgoing_many(session, messages, now=T0) == [None, None, None]
+    assert _counts(peer_db) == {
+        "Message": 3,
+        "MessagePart": 6,
+        "OutboxEntry": 3,
+        "MessageEvent": 3,
+        "ReplayEntry": 0,
+    }
+    with peer_db.session(readonly=True) as session:
+        row = get_message(session, "m-1")
+        assert (row.status, row.marking, row.purpose) == (MessageStatus.QUEUED, MARKING, PURPOSE)
+        assert [(e.event, e.detail) for e in list_events(session, "m-1")] == [
+            ("queued", {"peer": PEER_PARTY})
+        ]
+
+
+def test_insert_outgoing_many_bad_message_fails_alone(peer_db: Database) -> None:
+    """DESIGN 6: one message whose peer is unknown, and one reusing an id, are refused
+    alone; the rest of the batch is queued, and the refused ones leave nothing behind."""
+    with peer_db.session() as session:
+        insert_outgoing(session, new_message("m-old"), now=T0)
+    batch = [
+        new_message("m-1"),
+        new_message("m-2", recipient="ZZ-UNKNOWN"),
+        new_message("m-old", envelope=b"reused id"),
+        new_message("m-3"),
+        new_message("m-3", envelope=b"the same id twice in one batch"),
+    ]
+    with peer_db.session() as session:
+        results = insert_outgoing_many(session, batch, now=at(1))
+    assert [type(r).__name__ for r in results] == [
+        "NoneType",
+        "NotFound",
+        "DuplicateError",
+        "NoneType",
+        "DuplicateError",
+    ]
+    with peer_db.session(readonly=True) as session:
+        assert get_message(session, "m-old").envelope == b"envelope m-old"
+        assert get_message(session, "m-3").envelope == b"envelope m-3"
+        with pytest.raises(NotFound):
+            get_message(session, "m-2")
+    assert _counts(peer_db)["OutboxEntry"] == 3
+
+
+def _incoming(message_id: str, **kwargs: Any) -> NewMessage:
+    return new_message(message_id, sender=PEER_PARTY, recipient=OUR_PARTY, **kwargs)
+
+
+def test_record_incoming_many_records_messages_receipts_and_replay_entries(db: Database) -> None:
+    batch = [_incoming(f"in-{n}", expires=at(3600)) for n in range(3)]
+    receipts = [f"квитанция {n}".encode() for n in range(3)]
+    with db.session() as session:
+        assert record_incoming_many(session, batch, receipts=receipts, now=at(5)) == [None] * 3
+    with db.session(readonly=True) as session:
+        assert get_receipt(session, "in-2").envelope == "квитанция 2".encode()
+        entry = session.get(ReplayEntry, (PEER_PARTY, "in-1"))
+        assert entry is not None and (entry.seen_at, entry.expires) == (at(5), at(3600))
+        assert [e.event for e in list_events(session, "in-0")] == ["received"]
+        assert get_message(session, "in-0").direction is Direction.IN
+    assert _counts(db)["MessagePart"] == 6
+
+
+def test_attack_replays_inside_a_batch_are_refused_each_alone(db: Database) -> None:
+    """Art. 7 / DESIGN 6: a batch mixing a redelivery, a replay of a recorded id with other
+    content, an id another sender used, and the same message twice records only the fresh
+    message once; each refusal names what it was."""
+    original = _incoming("in-1")
+    with db.session() as session:
+        record_incoming(session, original, now=T0)
+        add_receipt(session, "in-1", envelope=b"original receipt", verdict="accepted", now=T0)
+        record_incoming(session, new_message("in-kz", sender="KZ-MVD"), now=T0)
+    batch = [
+        original,
+        _incoming("in-1", envelope=b"forged content, same id"),
+        _incoming("in-kz"),
+        _incoming("in-2"),
+        _incoming("in-2"),
+    ]
+    with db.session() as session:
+        results = record_incoming_many(session, batch, receipts=[b"r"] * 5, now=at(1))
+    redelivery, forged, other_sender, fresh, twice = results
+    assert isinstance(redelivery, ReplayedMessage)
+    assert redelivery.envelope_sha256 == digest(original.envelope)
+    assert isinstance(forged, ReplayedMessage)
+    assert forged.envelope_sha256 != digest(b"forged content, same id")
+    assert isinstance(other_sender, Conflict) and not isinstance(other_sender, DuplicateError)
+    assert fresh is None
+    assert isinstance(twice, ReplayedMessage)
+    with db.session(readonly=True) as session:
+        assert get_receipt(session, "in-1").envelope == b"original receipt"
+        assert get_message(session, "in-1").envelope == original.envelope
+    assert _counts(db)["Message"] == 3
+
+
+def test_attack_concurrent_batches_delivering_the_same_messages_record_them_once(
+    db: Database,
+) -> None:
+    """Two replicas (or two requests) record the same batch at once: every message is
+    recorded once, the other attempt sees a replay, never an error."""
+    batch = [_incoming(f"in-{n}") for n in range(8)]
+    barrier = threading.Barrier(3)
+    outcomes: list[list[str]] = []
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        barrier.wait()
+        with db.session() as session:
+            results = record_incoming_many(session, batch, receipts=[b"r"] * 8, now=T0)
+        with lock:
+            outcomes.append([type(r).__name__ for r in results])
+
+    threads = [threading.Thread(target=deliver) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(outcomes) == 3
+    for n in range(8):
+        assert sorted(o[n] for o in outcomes) == ["NoneType", "ReplayedMessage", "ReplayedMessage"]
+    assert _counts(db)["Message"] == 8
+
+
+def test_batch_reads_return_messages_and_parts_in_order(peer_db: Database) -> None:
+    with peer_db.session() as session:
+        insert_outgoing_many(session, [new_message(f"m-{n}", parts=3) for n in range(2)], now=T0)
+    with peer_db.session(readonly=True) as session:
+        rows = get_messages(session, ["m-0", "m-1", "m-unknown"])
+        parts = get_parts_many(session, ["m-1", "m-0"])
+    assert sorted(rows) == ["m-0", "m-1"]
+    assert [p.index for p in parts["m-1"]] == [0, 1, 2]
+    assert {p.message_id for p in parts["m-0"]} == {"m-0"}

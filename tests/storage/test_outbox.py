@@ -10,17 +10,22 @@ import pytest
 
 from storage import (
     Database,
+    DuplicateError,
     InvalidValue,
     LeaseLost,
     MessageStatus,
     OutboxEntry,
+    Outcome,
+    add_receipt,
     complete,
     fail,
     get_message,
+    get_receipt,
     insert_outgoing,
     lease_due,
     list_events,
     retry_later,
+    settle,
 )
 from tests.storage.helpers import PEER_PARTY, T0, at, new_message, register_peer
 
@@ -212,3 +217,86 @@ def test_restarted_worker_takes_back_its_leases(queued: Database) -> None:
     assert [e.message_id for e in _lease(queued, "node-a", 3)] == ["m-0", "m-1", "m-3"]
     with queued.session() as session:
         assert release_leases(session, "nobody") == 0
+
+
+def test_settle_applies_a_whole_batch_in_one_transaction(queued: Database) -> None:
+    """DESIGN 5 and 6: delivered (receipt stored), retried and given-up rows of one batch
+    are settled together; a row whose lease another worker holds is left alone."""
+    leased = _lease(queued, "w", 10, limit=4)
+    stolen = _lease(queued, "other", 10, limit=1)[0]
+    d0, d1, r2, f3 = leased
+    outcomes = [
+        Outcome(lease=d0, kind="delivered", receipt="квитанция m-0".encode()),
+        Outcome(lease=d1, kind="delivered", receipt=b"receipt m-1"),
+        Outcome(lease=r2, kind="retry", error="пир недоступен", next_attempt_at=at(100)),
+        Outcome(lease=f3, kind="failed", error="refused by the peer"),
+        # A forged claim on the row another worker leased.
+        Outcome(
+            lease=OutboxEntry(
+                message_id=stolen.message_id,
+                peer=stolen.peer,
+                attempts=stolen.attempts,
+                next_attempt_at=stolen.next_attempt_at,
+                lease_owner="w",
+            ),
+            kind="delivered",
+        ),
+    ]
+    with queued.session() as session:
+        results = settle(session, outcomes, now=at(11))
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 4 + ["LeaseLost"]
+    with queued.session(readonly=True) as session:
+        statuses = {m: get_message(session, m).status for m in ("m-0", "m-1", "m-2", "m-3", "m-4")}
+        assert statuses == {
+            "m-0": MessageStatus.DELIVERED,
+            "m-1": MessageStatus.DELIVERED,
+            "m-2": MessageStatus.QUEUED,
+            "m-3": MessageStatus.FAILED,
+            "m-4": MessageStatus.SENDING,
+        }
+        assert get_receipt(session, "m-0").envelope == "квитанция m-0".encode()
+        retried = session.get(OutboxEntry, ("m-2", PEER_PARTY))
+        assert retried is not None
+        assert (retried.next_attempt_at, retried.lease_owner, retried.last_error) == (
+            at(100),
+            None,
+            "пир недоступен",
+        )
+        assert session.get(OutboxEntry, ("m-0", PEER_PARTY)) is None
+        assert session.get(OutboxEntry, ("m-3", PEER_PARTY)) is None
+        still = session.get(OutboxEntry, ("m-4", PEER_PARTY))
+        assert still is not None and still.lease_owner == "other"
+        assert [e.event for e in list_events(session, "m-4")] == ["queued"]
+        assert list_events(session, "m-3")[-1].detail == {
+            "peer": PEER_PARTY,
+            "attempts": 1,
+            "error": "refused by the peer",
+        }
+
+
+def test_attack_settling_with_a_different_receipt_is_refused(queued: Database) -> None:
+    """A stored receipt is evidence (DESIGN 5): a second, different one for the same
+    message is not stored over it, and the row is left for its lease to expire."""
+    (first,) = _lease(queued, "w", 0, limit=1)
+    with queued.session() as session:
+        settle(session, [Outcome(lease=first, kind="retry", next_attempt_at=at(1))], now=at(0))
+        add_receipt(session, "m-0", envelope=b"the original", verdict="accepted", now=at(0))
+    (again,) = _lease(queued, "w", 1, limit=1)
+    with queued.session() as session:
+        (result,) = settle(
+            session, [Outcome(lease=again, kind="delivered", receipt=b"another")], now=at(2)
+        )
+    assert isinstance(result, DuplicateError)
+    with queued.session(readonly=True) as session:
+        assert get_receipt(session, "m-0").envelope == b"the original"
+        assert get_message(session, "m-0").status is MessageStatus.SENDING
+
+
+def test_settle_refuses_a_lease_twice_in_one_batch(queued: Database) -> None:
+    (entry,) = _lease(queued, "w", 0, limit=1)
+    with queued.session() as session, pytest.raises(InvalidValue):
+        settle(
+            session,
+            [Outcome(lease=entry, kind="delivered"), Outcome(lease=entry, kind="failed")],
+            now=at(1),
+        )

@@ -1,0 +1,37 @@
+"""The `accord` command line loads only what the command it runs needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gateway import _admin, cli
+from storage import Role
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_cli_import_loads_no_database_web_or_key_code() -> None:
+    """`accord --help` and the user commands do not pay for the database layer, alembic,
+    the web stack or the key store (each `accord` run took about a second when they did)."""
+    loaded = _modules_after("import gateway.cli")
+    assert "gateway.cli" in loaded
+    for heavy in ("storage", "sqlalchemy", "sqlmodel", "alembic", "fastapi", "uvicorn"):
+        assert heavy not in loaded, heavy
+    assert "gateway._keystore" not in loaded
+    assert "crypto" not in loaded
+
+
+def test_cli_choices_are_the_stored_roles_and_the_admin_clearances() -> None:
+    """The `user add` choices are spelled in the CLI module so that parsing needs no
+    database layer; they must stay what storage and the admin functions accept."""
+    assert [r.value for r in cli.RoleChoice] == [r.value for r in Role]
+    assert cli.CLEARANCES == _admin.CLEARANCES
