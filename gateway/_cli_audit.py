@@ -13,17 +13,16 @@ Exit codes as everywhere: 0 success, 1 refused or failed (one line on stderr), 2
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-
-from crypto import Envelope, VerificationError
-from crypto.bundle import BundleVerificationError, verify_bundle
-from crypto.descriptor import NodeDescriptor, verify_descriptor
 
 from ._cli_user import CaOption, IdArgument, NodeOption, TokenOption, _refusals
 from ._client import LocalClient
 from .cli import JsonOption, _fail, _print_json, app
+
+if TYPE_CHECKING:  # imported when a command runs, not for `accord --help`
+    from crypto.descriptor import NodeDescriptor
 
 __all__: list[str] = []  # commands register themselves on `gateway.cli.app`
 
@@ -61,6 +60,9 @@ def bundle_export(
 
 
 def _descriptor(path: Path) -> NodeDescriptor:
+    from crypto import Envelope, VerificationError
+    from crypto.descriptor import verify_descriptor
+
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -89,6 +91,8 @@ def verify(
     json_output: JsonOption = False,
 ) -> None:
     """Verify an evidence bundle offline against trusted node descriptors."""
+    from crypto.bundle import BundleVerificationError, verify_bundle
+
     descriptors = [_descriptor(p) for p in trust]
     try:
         data = bundle.read_bytes()

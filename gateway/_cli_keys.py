@@ -12,8 +12,6 @@ from typing import Annotated
 
 import typer
 
-from . import _keys
-from ._keystore import NODE_PASSPHRASE_VAR, passphrase_from_env_or_prompt
 from .cli import (
     HomeOption,
     JsonOption,
@@ -27,10 +25,16 @@ from .cli import (
     keys_app,
 )
 
+# `gateway._keys.DEFAULT_OVERLAP`, spelled here so that parsing a command needs neither
+# storage nor crypto (tests/gateway/test_cli_startup.py checks both agree).
+DEFAULT_OVERLAP_DAYS = 7
+
 NEW_PASSPHRASE_VAR = "ACCORD_NEW_PASSPHRASE"  # noqa: S105 - the name of a variable
 
 
 def _node_passphrase() -> bytes:
+    from ._keystore import NODE_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     return passphrase_from_env_or_prompt(NODE_PASSPHRASE_VAR, "Passphrase for the node's keys")
 
 
@@ -43,6 +47,8 @@ def keys_list(
     json_output: JsonOption = False,
 ) -> None:
     """Every key this node ever held: id, kind, status, validity, owner, expiry warning."""
+    from . import _keys
+
     with _refusals():
         keys = _keys.key_status(_home(home), now=_now(), include_peers=peers)
     if json_output:
@@ -69,7 +75,7 @@ def keys_rotate(
     overlap_days: Annotated[
         float,
         typer.Option("--overlap-days", help="How long the old key stays accepted (days)."),
-    ] = _keys.DEFAULT_OVERLAP.days,
+    ] = DEFAULT_OVERLAP_DAYS,
     token_uri: Annotated[
         str | None,
         typer.Option(
@@ -82,6 +88,8 @@ def keys_rotate(
 ) -> None:
     """Make the next key, announce it to peers signed by the current one, keep the old one
     for the overlap window."""
+    from . import _keys
+
     with _refusals():
         result = _keys.rotate(
             _home(home),
@@ -122,6 +130,8 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: peers are told (signed by the current seal); what it signed before
     stays verifiable, what claims a later time is refused."""
+    from . import _keys
+
     with _refusals():
         h = _home(home)
         local = any(
@@ -151,6 +161,8 @@ def keys_revoke(
 @keys_app.command("history")
 def keys_history(home: HomeOption, json_output: JsonOption = False) -> None:
     """Every key event: generated, rotated, revoked, peers' changes applied."""
+    from . import _keys
+
     with _refusals():
         events = list(_keys.key_events(_home(home)))
     if json_output:
@@ -171,6 +183,9 @@ def keys_passphrase(home: HomeOption) -> None:
     The current passphrase comes from ACCORD_PASSPHRASE or a prompt, the new one from
     ACCORD_NEW_PASSPHRASE or a prompt (asked twice).
     """
+    from . import _keys
+    from ._keystore import NODE_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     with _refusals():
         old = _node_passphrase()
         new = passphrase_from_env_or_prompt(
@@ -192,6 +207,8 @@ def doctor(
 ) -> None:
     """Explain exactly why this node and its peers are or are not trusted: pin, descriptor
     signature, fingerprint, key status, expiry. Exit 1 if any check fails."""
+    from . import _keys
+
     with _refusals():
         findings = _keys.diagnose(_home(home), now=_now(), peer=peer)
     failed = [f for f in findings if not f.ok]

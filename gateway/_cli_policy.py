@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.text import Text
 
 from ._cli_user import CaOption, IdArgument, NodeOption, TokenOption, _refusals
-from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
 from ._policy_client import PolicyClient
 from .cli import JsonOption, _print_json, app
 
@@ -87,6 +86,8 @@ def grant(
     A --to equal to the recipient itself consents to a use for another purpose (art. 7.2).
     The token is signed by this node's seal and sent to the forwarding Party.
     """
+    from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     until = parse_expiry(expires)
     body: dict[str, Any] = {
         "to": to,

@@ -32,7 +32,6 @@ from ._cli_user import (
     _stdout,
 )
 from ._client import ClientError, LocalClient, _id, _object
-from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
 from .cli import JsonOption, _print_json, app
 
 __all__: list[str] = []  # commands register themselves on `gateway.cli.app`
@@ -82,6 +81,8 @@ def _text(body: str | None, body_file: Path | None) -> str:
 
 
 def _signatory_passphrase(client: LocalClient, what: str) -> str:
+    from ._keystore import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     me = client.whoami()
     if me.get("role") != "signatory":
         raise ClientError(

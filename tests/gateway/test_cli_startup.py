@@ -35,3 +35,11 @@ def test_cli_choices_are_the_stored_roles_and_the_admin_clearances() -> None:
     database layer; they must stay what storage and the admin functions accept."""
     assert [r.value for r in cli.RoleChoice] == [r.value for r in Role]
     assert cli.CLEARANCES == _admin.CLEARANCES
+
+
+def test_cli_default_overlap_is_the_key_lifecycles() -> None:
+    """`accord keys rotate --overlap-days` defaults to the key lifecycle's overlap window,
+    spelled in the CLI module so that parsing needs neither storage nor crypto."""
+    from gateway import _cli_keys, _keys
+
+    assert _keys.DEFAULT_OVERLAP.days == _cli_keys.DEFAULT_OVERLAP_DAYS
