@@ -213,12 +213,14 @@ def verify_consent_offline(
     gave; its validity period is the token's `issued` and `expires`, for the reader to weigh.
     """
     trusted = dict(seals) | dict(signatories)
-    evidence = verify_envelope(envelope, trusted, payload_type=CONSENT_TYPE)  # 1
-    if {s.keyid for s in envelope.signatures} - evidence.key_ids:  # 2
+    if envelope.payload_type != CONSENT_TYPE:  # 1
+        raise VerificationError(f"payload type {envelope.payload_type!r} is not a consent token")
+    if {s.keyid for s in envelope.signatures} - trusted.keys():  # 2
         raise VerificationError(
             f"the consent token carries a signature by a key that is not {originator}'s: "
             "only the originator can consent (art. 7.3)"
         )
+    evidence = verify_envelope(envelope, trusted, payload_type=CONSENT_TYPE)
     if not evidence.key_ids & seals.keys():  # 3
         raise VerificationError(f"the consent token is not sealed by {originator}'s node")
     token = ConsentToken.from_payload(evidence.statement)
