@@ -20,6 +20,11 @@ Invariants:
   closed piece of evidence.
 - Trust comes only from the node descriptors the auditor passes (`--trust`), whose
   fingerprints the auditor compared out of band.
+- A consent token proves consent only when signed by the originator (the statement's
+  sender) and no one else, for this message's id and statement digest
+  (`check_consent_token`, art. 7.3); a revocation only when sealed by the originator, of
+  a token in the bundle; a forward statement only when sealed by the forwarder, under a
+  token in the bundle that names the same forwarder, third party and purpose.
 - `verify_bundle` raises `BundleVerificationError` (a `VerificationError`) listing every
   failure, and returns `BundleEvidence` (the plain-words list of what was proven) only
   when nothing failed.
@@ -662,9 +667,7 @@ def _check_consent(
             check.failures.append(f"a forward statement does not verify: {e.reason}")
             continue
         forwards.append(forward)
-        nonce = next(
-            p.token.nonce for p in proofs.values() if p.envelope_sha256 == forward.consent_sha256
-        )
+        nonce = by_envelope[forward.consent_sha256].token.nonce
         check.proven.append(
             f"{forward.forwarder} sealed that it passed message {forward.message_id} "
             f"(unchanged: the originator's statement and signatures) to {forward.third_party} "
