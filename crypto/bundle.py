@@ -20,6 +20,11 @@ Invariants:
   closed piece of evidence.
 - Trust comes only from the node descriptors the auditor passes (`--trust`), whose
   fingerprints the auditor compared out of band.
+- A consent token proves consent only when signed by the originator (the statement's
+  sender) and no one else, for this message's id and statement digest
+  (`check_consent_token`, art. 7.3); a revocation only when sealed by the originator, of
+  a token in the bundle; a forward statement only when sealed by the forwarder, under a
+  token in the bundle that names the same forwarder, third party and purpose.
 - `verify_bundle` raises `BundleVerificationError` (a `VerificationError`) listing every
   failure, and returns `BundleEvidence` (the plain-words list of what was proven) only
   when nothing failed.
@@ -45,6 +50,13 @@ from .checkpoint import (
     verify_checkpoint,
     verify_cosignature,
 )
+from .consent import (
+    FORWARD_TYPE,
+    ConsentToken,
+    ForwardStatement,
+    verify_consent_offline,
+    verify_revocation,
+)
 from .descriptor import NodeDescriptor
 from .envelope import Envelope, verify_envelope
 from .errors import VerificationError
@@ -59,9 +71,11 @@ __all__ = [
     "Bundle",
     "BundleEvidence",
     "BundleVerificationError",
+    "ConsentProof",
     "ConsentVerifier",
     "LogEntry",
     "LogEvent",
+    "check_consent_token",
     "log_origin",
     "verify_bundle",
     "witness_name",
@@ -261,8 +275,12 @@ class LogEntry:
 class Bundle:
     """The evidence about one message, as exported by the node of `exported_by`.
 
-    `consent_tokens` is the slot for the originator's consent tokens (art. 7.3): signed
-    envelopes, checked by the `ConsentVerifier` passed to `verify_bundle`.
+    `consent_tokens` holds the originator's consent tokens for the message (art. 7.3),
+    checked by `check_consent_token` unless `verify_bundle` is given another verifier;
+    `revocations` the originator's signed revocations of some of them; `forwards` the
+    forwarders' sealed forward statements of transfers made under them. The last two are
+    written only when not empty, so a bundle without them is byte for byte a bundle of
+    the first form.
     """
 
     message_id: str
@@ -272,9 +290,11 @@ class Bundle:
     consent_tokens: tuple[Envelope, ...]
     checkpoint: str
     entries: tuple[LogEntry, ...]
+    revocations: tuple[Envelope, ...] = ()
+    forwards: tuple[Envelope, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "type": BUNDLE_TYPE,
             "message_id": self.message_id,
             "exported_by": self.exported_by,
@@ -286,6 +306,11 @@ class Bundle:
                 "entries": [e.to_dict() for e in self.entries],
             },
         }
+        if self.revocations:
+            payload["consent_revocations"] = [r.to_dict() for r in self.revocations]
+        if self.forwards:
+            payload["forwards"] = [f.to_dict() for f in self.forwards]
+        return payload
 
     def to_bytes(self) -> bytes:
         return dumps(self.to_payload())
@@ -300,7 +325,7 @@ class Bundle:
             loads_canonical(data),
             {"type", "message_id", "exported_by", "statement", "receipts", "consent_tokens",
              "log"},
-            set(),
+            {"consent_revocations", "forwards"},
             "bundle",
         )  # fmt: skip
         if document["type"] != BUNDLE_TYPE:
@@ -309,6 +334,10 @@ class Bundle:
         for name in ("receipts", "consent_tokens"):
             if not isinstance(document[name], list) or len(document[name]) > 64:
                 raise VerificationError(f"bundle {name} must be a list of at most 64")
+        for name in ("consent_revocations", "forwards"):
+            value = document.get(name)
+            if name in document and (not isinstance(value, list) or not 0 < len(value) <= 64):
+                raise VerificationError(f"bundle {name} is absent or a list of 1 to 64")
         if not isinstance(log["entries"], list) or len(log["entries"]) > 10_000:
             raise VerificationError("bundle log entries must be a list of at most 10000")
         if not isinstance(log["checkpoint"], str):
@@ -321,15 +350,32 @@ class Bundle:
             consent_tokens=tuple(Envelope.from_dict(c) for c in document["consent_tokens"]),
             checkpoint=log["checkpoint"],
             entries=tuple(LogEntry.from_dict(e) for e in log["entries"]),
+            revocations=tuple(
+                Envelope.from_dict(r) for r in document.get("consent_revocations", [])
+            ),
+            forwards=tuple(Envelope.from_dict(f) for f in document.get("forwards", [])),
         )
 
 
 # --- Verification ------------------------------------------------------------------------
 
-# A consent token checker, supplied by the consent recipes: given a token, the verified
-# statement and the trusted descriptors by party, it raises `VerificationError` or returns
-# one sentence saying what the token proves.
-ConsentVerifier = Callable[[Envelope, Statement, Mapping[str, NodeDescriptor]], str]
+
+@dataclass(frozen=True)
+class ConsentProof:
+    """A consent token that verified: the token, its envelope's digest (what a forward
+    statement binds), and one sentence saying what it proves."""
+
+    token: ConsentToken
+    envelope_sha256: str
+    words: str
+
+
+# A consent token checker: given a token, the verified statement's envelope, the statement
+# and the trusted descriptors by party, it raises `VerificationError` or returns the proof.
+# `check_consent_token` is the default.
+ConsentVerifier = Callable[
+    [Envelope, Envelope, Statement, Mapping[str, NodeDescriptor]], ConsentProof
+]
 
 
 @dataclass(frozen=True)
@@ -445,22 +491,39 @@ def _check_statement(
     return statement
 
 
+def _claimed_receiver(envelope: Envelope) -> str | None:
+    """The receiver an unverified receipt names, only to choose the key to check it with."""
+    try:
+        payload = loads_canonical(envelope.payload)
+    except VerificationError:
+        return None
+    receiver = payload.get("receiver") if isinstance(payload, dict) else None
+    return receiver if isinstance(receiver, str) else None
+
+
 def _check_receipts(
     bundle: Bundle,
     statement: Statement,
     descriptors: Mapping[str, NodeDescriptor],
+    forwards: Sequence[ForwardStatement],
     check: _Check,
 ) -> None:
-    """2. Each receipt: sealed by the recipient, for this message, binding this statement."""
-    receiver = descriptors.get(statement.recipient)
-    if receiver is None:
-        if bundle.receipts:
-            check.failures.append(
-                f"the recipient {statement.recipient} is not trusted: pass its descriptor"
-            )
-        return
+    """2. Each receipt: sealed by the recipient (or by the third party of a verified
+    forward, naming the forwarder as sender), for this message, binding this statement."""
+    senders = {statement.recipient: statement.sender}
+    senders.update({f.third_party: f.forwarder for f in forwards})
     payload_sha256 = bundle.statement.payload_sha256
     for envelope in bundle.receipts:
+        claimed = _claimed_receiver(envelope) or statement.recipient
+        receiver = descriptors.get(claimed)
+        if claimed not in senders:
+            check.failures.append(
+                "a receipt does not verify: it is for another message or from another party"
+            )
+            continue
+        if receiver is None:
+            check.failures.append(f"the recipient {claimed} is not trusted: pass its descriptor")
+            continue
         try:
             evidence = verify_envelope(
                 envelope,
@@ -471,12 +534,9 @@ def _check_receipts(
             if len(envelope.signatures) != 1:
                 raise VerificationError("a receipt carries the receiver's seal alone")
             receipt = Receipt.from_payload(evidence.statement)
-            if (
-                receipt.receiver != statement.recipient
-                or receipt.message_id != statement.message_id
-            ):
+            if receipt.receiver != claimed or receipt.message_id != statement.message_id:
                 raise VerificationError("it is for another message or from another party")
-            if receipt.sender != statement.sender:
+            if receipt.sender != senders[claimed]:
                 raise VerificationError("it names another sender")
             if receipt.statement_sha256 != payload_sha256:
                 raise VerificationError("it does not bind this statement")
@@ -484,33 +544,187 @@ def _check_receipts(
             check.failures.append(f"a receipt does not verify: {e.reason}")
             continue
         verdict = "accepted" if receipt.verdict is Verdict.ACCEPTED else "refused"
+        source = "" if claimed == statement.recipient else f" from {receipt.sender}"
         check.proven.append(
-            f"{statement.recipient} signed a receipt: it received message "
-            f"{statement.message_id} on {format_time(receipt.received_at)} and {verdict} it."
+            f"{claimed} signed a receipt: it received message {statement.message_id}"
+            f"{source} on {format_time(receipt.received_at)} and {verdict} it."
         )
     if not bundle.receipts:
         check.warnings.append(f"No receipt of {statement.recipient} is in the bundle.")
+
+
+def _keys_of(descriptor: NodeDescriptor) -> tuple[dict[str, VerifyKey], dict[str, VerifyKey]]:
+    seals = {descriptor.seal.key_id: descriptor.seal}
+    return seals, {s.key.key_id: s.key for s in descriptor.signatories}
+
+
+def check_consent_token(
+    envelope: Envelope,
+    statement_envelope: Envelope,
+    statement: Statement,
+    descriptors: Mapping[str, NodeDescriptor],
+) -> ConsentProof:
+    """The default consent verifier of evidence bundles (art. 7.3), offline.
+
+    The token must be signed by the originator of the message (the sender of the bundle's
+    statement, whose descriptor is trusted) and by no one else, name that originator, and
+    bind this message: its id and its signed statement's SHA-256
+    (`crypto.consent.verify_consent_offline`). Its expiry is stated, not enforced: a token
+    used before it expired remains evidence afterwards. Raises `VerificationError`.
+    """
+    originator = descriptors.get(statement.sender)
+    if originator is None:
+        raise VerificationError(f"the originator {statement.sender} is not trusted")
+    seals, signatories = _keys_of(originator)
+    verified = verify_consent_offline(
+        envelope,
+        originator=statement.sender,
+        message_id=statement.message_id,
+        statement_sha256=statement_envelope.payload_sha256,
+        seals=seals,
+        signatories=signatories,
+    )
+    token = verified.token
+    by = " and ".join(
+        [
+            f"the seal of {token.originator}",
+            *sorted(
+                f"{s.name} ({s.role})"
+                for s in originator.signatories
+                if s.key.key_id in verified.evidence.key_ids
+            ),
+        ]
+    )
+    if token.is_use_consent:
+        what = (
+            f"{token.forwarder} may use the content of message {token.message_id} for "
+            f"the purpose «{token.purpose}» (art. 7.2)"
+        )
+    else:
+        what = (
+            f"{token.forwarder} may pass message {token.message_id} to the third party "
+            f"{token.third_party} for the purpose «{token.purpose}» (art. 7.3)"
+        )
+    words = (
+        f"Consent {token.nonce[:16]}… was signed by {by} on {format_time(token.issued)}: "
+        f"{what}, marked {_marking_words(token.marking)}, valid until "
+        f"{format_time(token.expires)}."
+    )
+    return ConsentProof(token, envelope.sha256, words)
 
 
 def _check_consent(
     bundle: Bundle,
     statement: Statement,
     descriptors: Mapping[str, NodeDescriptor],
-    consent: ConsentVerifier | None,
+    consent: ConsentVerifier,
     check: _Check,
-) -> None:
-    """3. Consent tokens (art. 7.3), by the consent recipes' verifier."""
+) -> list[ForwardStatement]:
+    """3. Consent tokens (art. 7.3) by `consent`; revocations sealed by the originator,
+    each of a token in the bundle; forward statements sealed by their forwarder, each
+    made under a token in the bundle that covers it. Returns the verified forwards."""
+    proofs: dict[str, ConsentProof] = {}
     for token in bundle.consent_tokens:
-        if consent is None:
-            check.failures.append(
-                "the bundle holds a consent token this verifier cannot check: use an "
-                "Accord version that verifies consent tokens"
-            )
-            continue
         try:
-            check.proven.append(consent(token, statement, descriptors))
+            proof = consent(token, bundle.statement, statement, descriptors)
         except VerificationError as e:
             check.failures.append(f"a consent token does not verify: {e.reason}")
+            continue
+        if proof.token.nonce in proofs:
+            check.failures.append(f"consent {proof.token.nonce[:16]}… appears twice")
+            continue
+        proofs[proof.token.nonce] = proof
+        check.proven.append(proof.words)
+    originator = descriptors.get(statement.sender)
+    revoked: dict[str, datetime] = {}
+    for envelope in bundle.revocations:
+        try:
+            if originator is None:
+                raise VerificationError(f"the originator {statement.sender} is not trusted")
+            if len(envelope.signatures) != 1:
+                raise VerificationError("a revocation carries the originator's seal alone")
+            revocation = verify_revocation(
+                envelope,
+                originator=statement.sender,
+                seals={originator.seal.key_id: originator.seal},
+            )
+            if revocation.nonce not in proofs or revocation.nonce in revoked:
+                raise VerificationError("it names no consent token of this bundle, or twice")
+        except VerificationError as e:
+            check.failures.append(f"a consent revocation does not verify: {e.reason}")
+            continue
+        revoked[revocation.nonce] = revocation.revoked
+        check.proven.append(
+            f"{statement.sender} revoked consent {revocation.nonce[:16]}… on "
+            f"{format_time(revocation.revoked)}: from then on it permits nothing."
+        )
+    by_envelope = {p.envelope_sha256: p for p in proofs.values()}
+    forwards: list[ForwardStatement] = []
+    for envelope in bundle.forwards:
+        try:
+            forward = _check_forward(envelope, bundle, statement, descriptors, by_envelope)
+        except VerificationError as e:
+            check.failures.append(f"a forward statement does not verify: {e.reason}")
+            continue
+        forwards.append(forward)
+        nonce = by_envelope[forward.consent_sha256].token.nonce
+        check.proven.append(
+            f"{forward.forwarder} sealed that it passed message {forward.message_id} "
+            f"(unchanged: the originator's statement and signatures) to {forward.third_party} "
+            f"on {format_time(forward.created)} for the purpose «{forward.purpose}», under "
+            f"consent {nonce[:16]}…."
+        )
+        if nonce in revoked and revoked[nonce] <= forward.created:
+            check.warnings.append(
+                f"The forward of {forward.forwarder} is dated after the revocation of consent "
+                f"{nonce[:16]}…: compare both Parties' logs."
+            )
+        if forward.created >= proofs[nonce].token.expires:
+            check.warnings.append(
+                f"The forward of {forward.forwarder} is dated after consent {nonce[:16]}… "
+                "expired: compare both Parties' logs."
+            )
+    return forwards
+
+
+def _check_forward(
+    envelope: Envelope,
+    bundle: Bundle,
+    statement: Statement,
+    descriptors: Mapping[str, NodeDescriptor],
+    consents: Mapping[str, ConsentProof],
+) -> ForwardStatement:
+    """A forward statement: sealed by the forwarder alone (the Party that received the
+    message), binding this statement and envelope and a consent token of the bundle
+    whose forwarder, third party and purpose it matches, with the signed marking."""
+    forwarder = descriptors.get(statement.recipient)
+    if forwarder is None:
+        raise VerificationError(f"the forwarder {statement.recipient} is not trusted")
+    if len(envelope.signatures) != 1:
+        raise VerificationError("a forward statement carries the forwarder's seal alone")
+    evidence = verify_envelope(envelope, [forwarder.seal], payload_type=FORWARD_TYPE)
+    forward = ForwardStatement.from_payload(evidence.statement)
+    if forward.forwarder != statement.recipient or forward.originator != statement.sender:
+        raise VerificationError("it names another forwarder or originator than the message")
+    if (
+        forward.message_id != statement.message_id
+        or forward.statement_sha256 != bundle.statement.payload_sha256
+        or forward.envelope_sha256 != bundle.statement.sha256
+    ):
+        raise VerificationError("it is for another message")
+    proof = consents.get(forward.consent_sha256)
+    if proof is None:
+        raise VerificationError("it was made under a consent token that is not in the bundle")
+    token = proof.token
+    if (token.forwarder, token.third_party, token.purpose) != (
+        forward.forwarder,
+        forward.third_party,
+        forward.purpose,
+    ):
+        raise VerificationError("its consent token names another forwarder, third party or purpose")
+    if dict(forward.marking) != dict(statement.marking):
+        raise VerificationError("it declares another marking than the originator signed")
+    return forward
 
 
 def _check_log(
@@ -604,7 +818,7 @@ def verify_bundle(
     data: bytes,
     trusted: Sequence[NodeDescriptor],
     *,
-    consent: ConsentVerifier | None = None,
+    consent: ConsentVerifier = check_consent_token,
 ) -> BundleEvidence:
     """Verify an evidence bundle against trusted node descriptors, offline.
 
@@ -612,7 +826,11 @@ def verify_bundle(
     2. The statement verifies under its sender's trusted keys: the seal, and a head or
        deputy for a request (art. 4.4); its message id is the bundle's.
     3. Each receipt is sealed by the recipient and binds this statement (DESIGN 5).
-    4. Each consent token verifies (art. 7.3), by `consent`.
+    4. Each consent token verifies (art. 7.3), by `consent` (`check_consent_token`: the
+       originator's own, for this message); each revocation is the originator's, of a
+       token in the bundle; each forward statement is sealed by the forwarder, for this
+       message, under a token in the bundle that covers it. A receipt of a forward's third
+       party then counts like the recipient's (step 3 runs after step 4).
     5. The checkpoint is signed by the exporter's seal as its log key; every other line is
        a trusted witness's cosignature that verifies (DESIGN 7).
     6. Each log entry is a well-formed event about this message, in the exporter's log,
@@ -631,8 +849,8 @@ def verify_bundle(
     check = _Check()
     statement = _check_statement(bundle, descriptors, check)
     if statement is not None:
-        _check_receipts(bundle, statement, descriptors, check)
-        _check_consent(bundle, statement, descriptors, consent, check)
+        forwards = _check_consent(bundle, statement, descriptors, consent, check)
+        _check_receipts(bundle, statement, descriptors, forwards, check)
     checkpoint = _check_log(bundle, descriptors, check)
     if check.failures:
         raise BundleVerificationError(check.failures, check.proven)

@@ -52,6 +52,7 @@ __all__ = [
     "new_nonce",
     "sign_forward",
     "verify_consent",
+    "verify_consent_offline",
     "verify_forward",
     "verify_revocation",
 ]
@@ -188,6 +189,48 @@ def verify_consent(
         raise VerificationError("the consent token was issued in the future: check both clocks")
     if now >= token.expires:
         raise VerificationError(f"the consent token expired at {format_time(token.expires)}")
+    return VerifiedConsent(token, evidence)
+
+
+def verify_consent_offline(
+    envelope: Envelope,
+    *,
+    originator: str,
+    message_id: str,
+    statement_sha256: str,
+    seals: Mapping[str, VerifyKey],
+    signatories: Mapping[str, VerifyKey] = {},
+) -> VerifiedConsent:
+    """Verify a consent token as evidence, after the fact (an auditor's evidence bundle).
+
+    1. The envelope is a consent token (not a message, receipt or revocation replayed).
+    2. Every signature on it is by a key of the originator the caller trusts (its seals
+       and signatories), and verifies: a closed piece of evidence carries no signature
+       nobody can vouch for, and a token signed by the forwarder or anyone else is refused.
+    3. The originator's seal is among them (art. 7.3: the Party's consent, not a person's).
+    4. The token names that originator, this message id and this statement digest.
+    No clock: a token that expired since it was used is still evidence of the consent it
+    gave; its validity period is the token's `issued` and `expires`, for the reader to weigh.
+    """
+    trusted = dict(seals) | dict(signatories)
+    if envelope.payload_type != CONSENT_TYPE:  # 1
+        raise VerificationError(f"payload type {envelope.payload_type!r} is not a consent token")
+    if {s.keyid for s in envelope.signatures} - trusted.keys():  # 2
+        raise VerificationError(
+            f"the consent token carries a signature by a key that is not {originator}'s: "
+            "only the originator can consent (art. 7.3)"
+        )
+    evidence = verify_envelope(envelope, trusted, payload_type=CONSENT_TYPE)
+    if not evidence.key_ids & seals.keys():  # 3
+        raise VerificationError(f"the consent token is not sealed by {originator}'s node")
+    token = ConsentToken.from_payload(evidence.statement)
+    if token.originator != originator:  # 4
+        raise VerificationError(
+            f"the consent token names {token.originator!r} as originator, not the sender "
+            f"{originator!r}"
+        )
+    if token.message_id != message_id or token.statement_sha256 != statement_sha256:
+        raise VerificationError("the consent token is for another message")
     return VerifiedConsent(token, evidence)
 
 

@@ -71,6 +71,7 @@ from storage import (
     tree_nodes,
 )
 
+from ._bundle_consent import consent_evidence
 from ._runtime import Node, PeerKeys, PeerUnknown
 
 __all__ = [
@@ -501,14 +502,18 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
             )
             for leaf in leaves
         )
+        statement = Envelope.from_bytes(message.envelope)
+        consents = consent_evidence(session, message_id, statement)
         bundle = Bundle(
             message_id=message_id,
             exported_by=node.party,
-            statement=Envelope.from_bytes(message.envelope),
+            statement=statement,
             receipts=tuple(receipts),
-            consent_tokens=(),
+            consent_tokens=consents.tokens,
             checkpoint=note,
             entries=entries,
+            revocations=consents.revocations,
+            forwards=consents.forwards,
         )
         data = bundle.to_bytes()
         record(

@@ -2,8 +2,9 @@
 
 - `accord bundle export ID -o FILE`: the message's evidence bundle from a running node.
 - `accord verify BUNDLE --trust DESCRIPTOR...`: offline, with `crypto/` alone: no node, no
-  database. Prints what was proven in plain words; `--json` prints
-  `{"ok", "proven", "failures", "warnings"}`; exit 1 on any failure.
+  database. Consent tokens are checked by `crypto.bundle.check_consent_token`. Prints
+  what was proven in plain words; `--json` prints `{"ok", "proven", "failures",
+  "warnings"}`; exit 1 on any failure.
 - `accord audit verify --node URL --token TOKEN`: the node recomputes its whole log and
   checks every checkpoint and cosignature; the first inconsistency is named; exit 1 then.
 
@@ -44,8 +45,10 @@ def bundle_export(
     ca: CaOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Write the evidence bundle of message ID: its signed statement, receipts, the audit
-    log's entries about it with inclusion proofs, and the cosigned checkpoint."""
+    """Write the evidence bundle of message ID: its signed statement, receipts, the
+    originator's consent tokens (and revocations) and forward statements recorded for it
+    (art. 7.3), the audit log's entries about it with inclusion proofs, and the cosigned
+    checkpoint."""
     with _refusals(), LocalClient(node, token, ca) as client:
         data = client.bundle(message_id)
     try:
@@ -90,7 +93,9 @@ def verify(
     ],
     json_output: JsonOption = False,
 ) -> None:
-    """Verify an evidence bundle offline against trusted node descriptors."""
+    """Verify an evidence bundle offline against trusted node descriptors: statement,
+    receipts, consent tokens (the originator's own, for this message: art. 7.3), forwards
+    and log entries. Pass the descriptors of every Party involved."""
     from crypto.bundle import BundleVerificationError, verify_bundle
 
     descriptors = [_descriptor(p) for p in trust]

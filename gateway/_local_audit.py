@@ -181,8 +181,9 @@ def local_audit_router(node: Node) -> APIRouter:
 
     @router.get("/messages/{message_id}/bundle")
     async def bundle(message_id: str, user: CurrentUser) -> Response:
-        """The evidence bundle of a message: statement, receipts, log entries with their
-        inclusion proofs and the cosigned checkpoint. No content."""
+        """The evidence bundle of a message: statement, receipts, consent tokens with their
+        revocations and forward statements (art. 7.3), log entries with their inclusion
+        proofs and the cosigned checkpoint. No content."""
         _may_export(node, user, message_id)
         try:
             data = await asyncio.to_thread(_audit.export_bundle, node, message_id, user=user.name)

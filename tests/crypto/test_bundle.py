@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import pytest
@@ -72,6 +72,8 @@ def make_bundle(
     cosign: bool = True,
     other_message_entry: bool = False,
     consent_tokens: tuple[Envelope, ...] = (),
+    consent: Callable[[Envelope], dict[str, tuple[Envelope, ...]]] | None = None,
+    extra_receipts: Callable[[Envelope], tuple[Envelope, ...]] | None = None,
 ) -> Made:
     sent = send(a, b, [])
     keys = {"signatory": a.signatory, "seal": a.seal}
@@ -131,6 +133,10 @@ def make_bundle(
         checkpoint=note.decode(),
         entries=entries,
     )
+    if consent is not None:  # tokens, revocations, forwards that bind this statement
+        bundle = dataclasses.replace(bundle, **consent(statement))
+    if extra_receipts is not None:
+        bundle = dataclasses.replace(bundle, receipts=(receipt, *extra_receipts(statement)))
     return Made(bundle.to_bytes(), bundle, a, b)
 
 
@@ -251,23 +257,26 @@ def test_bundle_without_cosignature_verifies_with_a_warning(party_a: Party, part
     assert any("No trusted witness" in w for w in evidence.warnings)
 
 
-def test_consent_token_needs_a_verifier_that_checks_it(party_a: Party, party_b: Party) -> None:
-    # Art. 7.3: a consent token is evidence only once a consent verifier checked it.
-    token = made_token = make_bundle(party_a, party_b).bundle.receipts[0]
-    made = make_bundle(party_a, party_b, consent_tokens=(made_token,))
-    assert any("consent token this verifier cannot check" in f for f in failures(made))
+def test_attack_receipt_replayed_as_a_consent_token_is_refused(
+    party_a: Party, party_b: Party
+) -> None:
+    # Art. 7.3: only a consent token of the originator is consent; the default verifier
+    # (crypto.bundle.check_consent_token) refuses any other signed statement in its place.
+    receipt = make_bundle(party_a, party_b).bundle.receipts[0]
+    made = make_bundle(party_a, party_b, consent_tokens=(receipt,))
+    assert any("consent token does not verify: payload type" in f for f in failures(made))
 
-    def consent(envelope, statement, descriptors) -> str:
-        assert envelope == token and statement.message_id == made.bundle.message_id
-        return f"{statement.sender} consented"
 
-    evidence = verify_bundle(made.data, made.trusted, consent=consent)
-    assert f"{party_a.party_id} consented" in evidence.proven
+def test_consent_verifier_is_pluggable(party_a: Party, party_b: Party) -> None:
+    receipt = make_bundle(party_a, party_b).bundle.receipts[0]
+    made = make_bundle(party_a, party_b, consent_tokens=(receipt,))
 
-    def refuse(envelope, statement, descriptors) -> str:
-        raise VerificationError("expired")
+    def refuse(envelope, statement_envelope, statement, descriptors):
+        assert envelope == receipt and statement.message_id == made.bundle.message_id
+        assert statement_envelope == made.bundle.statement
+        raise VerificationError("срок истёк")
 
-    with pytest.raises(BundleVerificationError, match="consent token does not verify: expired"):
+    with pytest.raises(BundleVerificationError, match="consent token does not verify: срок"):
         verify_bundle(made.data, made.trusted, consent=refuse)
 
 
