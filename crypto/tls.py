@@ -45,6 +45,7 @@ __all__ = [
     "check_pin",
     "client_context",
     "local_server_context",
+    "reload_identity",
     "server_context",
     "split_pem_bundle",
 ]
@@ -333,6 +334,21 @@ def add_pins(context: ssl.SSLContext, certificates: Iterable[bytes]) -> None:
     ders = [_parse(cert).der for cert in certificates]
     if ders:
         context.load_verify_locations(cadata=b"".join(ders))
+
+
+def reload_identity(context: ssl.SSLContext, identity: TlsIdentity) -> None:
+    """Makes a live context present `identity` from its next handshake on.
+
+    This is how a running node adopts a rotated TLS key without a restart (issue 5,
+    docs/adr/0010-key-rotation.md): OpenSSL copies a context's certificate and key into each
+    connection when it is created, so connections already open keep the certificate they
+    were made with, and every new one gets the new certificate. The context's trust anchors
+    and settings stay as they are. The key reaches OpenSSL the way it did when the context
+    was built (`TlsIdentity._load_into`), never unencrypted on disk. The key and certificate
+    of a `TlsIdentity` always belong together, so the context never holds a mismatched
+    pair; if `ssl` refuses the identity, `TlsError` says why.
+    """
+    identity._load_into(context)
 
 
 def local_server_context(identity: TlsIdentity) -> ssl.SSLContext:

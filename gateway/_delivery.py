@@ -61,16 +61,20 @@ class PeerTransport:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._clients: dict[str, tuple[str, httpx.AsyncClient]] = {}
+        self._clients: dict[str, tuple[tuple[str, str], httpx.AsyncClient]] = {}
 
     def client(self, peer: PeerKeys) -> httpx.AsyncClient:
+        # A client is made for one pinned peer certificate and one certificate of ours:
+        # when either is rotated, the next request goes over a new connection with the
+        # current pair (our key upkeep swaps `node.tls` when it adopts a rotated TLS key).
+        pair = (peer.tls_cert_sha256, self._node.tls.fingerprint)
         cached = self._clients.get(peer.party)
-        if cached and cached[0] == peer.tls_cert_sha256:
+        if cached and cached[0] == pair:
             return cached[1]
         context = client_context(self._node.tls, peer.tls_certificate_pem.encode("ascii"))
         timeout = httpx.Timeout(120.0, connect=self._node.config.delivery.connect_timeout)
         client = httpx.AsyncClient(verify=context, timeout=timeout, base_url=peer.endpoint)
-        self._clients[peer.party] = (peer.tls_cert_sha256, client)
+        self._clients[peer.party] = (pair, client)
         if cached:
             asyncio.get_running_loop().create_task(cached[1].aclose())
         return client

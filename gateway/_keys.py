@@ -104,6 +104,7 @@ __all__ = [
     "EXPIRY_WARNING",
     "Finding",
     "KeyChangeRefused",
+    "KeyRing",
     "KeyStatusInfo",
     "RevocationResult",
     "RotationResult",
@@ -749,7 +750,20 @@ def _apply_revocation(
 # --- The running node's keys ---------------------------------------------------------------
 
 
-def load_key_ring(home: Home, db: Database, passphrase: bytes, now: datetime) -> NodeKeys:
+@dataclass(frozen=True, slots=True)
+class KeyRing(NodeKeys):
+    """The keys a running node uses now, plus `home_tls`: the home's current TLS identity.
+
+    `tls` is what the peer API and the delivery client present (the old certificate while a
+    TLS rotation is still on its way to some peer); `home_tls` is what the local API
+    presents, because local clients trust the home's `tls/tls.crt`, which a rotation
+    replaces at once.
+    """
+
+    home_tls: TlsIdentity
+
+
+def load_key_ring(home: Home, db: Database, passphrase: bytes, now: datetime) -> KeyRing:
     """The keys a running node uses now.
 
     - Encryption: the current key and every rotated-out one still in its overlap window
@@ -784,7 +798,7 @@ def load_key_ring(home: Home, db: Database, passphrase: bytes, now: datetime) ->
         and k.status is KeyStatus.OVERLAP
         and k.key_id != keys.encryption.key_id
     ]
-    return NodeKeys(seal, DecryptionKeyRing(keys.encryption, previous), tls)
+    return KeyRing(seal, DecryptionKeyRing(keys.encryption, previous), tls, keys.tls)
 
 
 def _rotations_in_flight(session: Session, now: datetime) -> dict[RotatedKind, str]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from crypto import Envelope, VerificationError
+from crypto.tls import TlsIdentity
 from storage import (
     StorageError,
     expire_overlaps,
@@ -33,7 +35,7 @@ from storage import (
 )
 
 from ._delivery import PeerTransport
-from ._keys import KeyChangeRefused, apply_peer_statement, expiry_warnings
+from ._keys import KeyChangeRefused, KeyRing, apply_peer_statement, expiry_warnings
 from ._peer_api import REFUSED, _authenticated_peer
 from ._runtime import Node, PeerUnknown
 
@@ -71,6 +73,14 @@ def peer_keys_router(node: Node) -> APIRouter:
             reason = e.reason if isinstance(e, VerificationError) else str(e)
             log.warning("key change from %s refused: %s", party, reason)
             return JSONResponse(REFUSED, status_code=403)
+        if node.refresh_pins is not None:
+            # A TLS rotation: the peer presents its new certificate as soon as it has our
+            # answer, so that certificate is trusted by our server before we answer.
+            try:
+                await node.refresh_pins()
+            except Exception:
+                # The statement is applied; the periodic pin refresh will trust it.
+                log.exception("could not trust the peer's new certificate at once")
         log.info("key change from %s: %s", party, outcome)
         return JSONResponse({"result": outcome})
 
@@ -88,13 +98,22 @@ class KeyUpkeep:
     """The running node's key chores, every `UPKEEP_SECONDS`:
     - send queued key-change statements to their peers, in order, with backoff;
     - retire keys whose overlap window ended;
-    - adopt rotated keys (the node's key loader decides which, see `load_key_ring`);
+    - adopt rotated keys (the node's key loader decides which, see `load_key_ring`),
+      including a rotated TLS identity: `on_tls(peer_tls, local_tls)` is called on the
+      event loop after every reload, and loads them into the live servers' contexts
+      (`accord serve`), so no restart is needed;
     - log expiry warnings once a day.
     """
 
-    def __init__(self, node: Node, transport: PeerTransport) -> None:
+    def __init__(
+        self,
+        node: Node,
+        transport: PeerTransport,
+        on_tls: Callable[[TlsIdentity, TlsIdentity], None] | None = None,
+    ) -> None:
         self._node = node
         self._transport = transport
+        self._on_tls = on_tls
         self._next_try: dict[str, float] = {}
         self._generation: tuple[object, ...] | None = None
         self._warned_at: datetime | None = None
@@ -114,12 +133,19 @@ class KeyUpkeep:
         """One round; returns how many statements reached their peers."""
         await asyncio.to_thread(self._housekeeping)
         # Adopt first (a new decryption key must be in the ring before peers learn of it),
-        # then announce, then adopt again (a held-back seal is released once announced).
-        await asyncio.to_thread(self._adopt_keys)
+        # then announce, then adopt again (a held-back seal or TLS certificate is released
+        # once announced).
+        self._reload_tls(await asyncio.to_thread(self._adopt_keys))
         sent = await self.send_announcements()
         if sent:
-            await asyncio.to_thread(self._adopt_keys)
+            self._reload_tls(await asyncio.to_thread(self._adopt_keys))
         return sent
+
+    def _reload_tls(self, identities: tuple[TlsIdentity, TlsIdentity] | None) -> None:
+        # On the event loop, not in the loader's thread: the servers create their
+        # connections from these contexts on the loop.
+        if identities is not None and self._on_tls is not None:
+            self._on_tls(*identities)
 
     def _housekeeping(self) -> None:
         now = self._node.clock()
@@ -175,11 +201,13 @@ class KeyUpkeep:
             return f"peer answered {response.status_code}"
         return None
 
-    def _adopt_keys(self) -> None:
-        """Reload the node's seal and decryption keys when the key history changed."""
+    def _adopt_keys(self) -> tuple[TlsIdentity, TlsIdentity] | None:
+        """Reload the node's seal, decryption keys and TLS identity when the key history
+        changed; returns the TLS identities to present to peers and to local clients
+        (None if nothing was reloaded)."""
         node = self._node
         if node.key_loader is None:
-            return
+            return None
         now = node.clock()
         with node.db.session(readonly=True) as session:
             generation = (
@@ -189,10 +217,13 @@ class KeyUpkeep:
                 int(now.timestamp() // 3600),
             )
         if generation == self._generation:
-            return
+            return None
         self._generation = generation
         keys = node.key_loader(now)
         if keys.seal.key_id != node.seal.key_id:
             log.info("now sealing with key %s", keys.seal.key_id[:16])
         node.seal = keys.seal
         node.encryption = keys.encryption
+        # New client connections to peers (delivery, forwarding) present `node.tls`.
+        node.tls = keys.tls
+        return keys.tls, keys.home_tls if isinstance(keys, KeyRing) else keys.tls

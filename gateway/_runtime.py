@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +76,10 @@ class Node:
     # calls it when the key history changes (`gateway._keys.load_key_ring`).
     key_loader: Callable[[datetime], NodeKeys] | None = None
     peer_cache_seconds: float = 5.0
+    # Set by `accord serve`: trusts, in the running peer API's TLS context, the peer
+    # certificates the registry gained (a peer's TLS rotation), before its statement is
+    # acknowledged (gateway/_serve.py).
+    refresh_pins: Callable[[], Awaitable[None]] | None = None
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
     _writes: GroupCommit | None = None

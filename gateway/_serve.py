@@ -11,13 +11,21 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import uvicorn
 
-from crypto.tls import add_pins, local_server_context, server_context
+from crypto.tls import (
+    TlsError,
+    TlsIdentity,
+    add_pins,
+    local_server_context,
+    reload_identity,
+    server_context,
+)
 from policy import profile_or_default
 from storage import BlobStore, Database, PeerStatus, list_peers
 
@@ -28,7 +36,7 @@ from ._keystore import NodeKeys
 from ._peer_audit import PeerWitnessTransport
 from ._peer_keys import KeyUpkeep
 from ._runtime import Node, _descriptor_pem, utc_now
-from ._tls import build_server
+from ._tls import MtlsConfig, build_server
 from .app import create_app, with_face
 from .config import Home
 
@@ -80,24 +88,79 @@ def _active_peers(node: Node) -> list[str]:
         return [p.party_id for p in list_peers(session) if p.status is PeerStatus.ACTIVE]
 
 
-async def _refresh_pins(node: Node, context: object, known: set[str], stop: asyncio.Event) -> None:
-    """Trust peers added by `accord peer add` while the node runs."""
-    while not stop.is_set():
+class _Pins:
+    """Trust peer certificates the registry gained while the node runs: a peer added by
+    `accord peer add`, or a peer's rotated TLS certificate (from its key-change statement,
+    at once, see `gateway._peer_keys`)."""
+
+    def __init__(self, node: Node, context: ssl.SSLContext, known: set[str]) -> None:
+        self._node = node
+        self._context = context
+        self._known = known
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            current = await asyncio.to_thread(_peer_certificates, self._node)
+            new = {k: v for k, v in current.items() if k not in self._known}
+            if new:
+                add_pins(self._context, new.values())
+                self._known.update(new)
+                self._node.forget_peer_cache()
+                log.info("now trusting %d more peer certificate(s)", len(new))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), PIN_REFRESH_SECONDS)
+            except TimeoutError:
+                pass
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("could not read the peer registry")
+
+
+class _LiveTls:
+    """Puts a rotated TLS identity into the running servers' contexts (issue 5: rotation
+    without downtime; docs/adr/0010-key-rotation.md).
+
+    - The peer API presents the identity the key ring chose for peers: the old one until
+      every peer acknowledged the rotation (or half its overlap window passed), then the
+      new one. Peers trust both during the overlap window.
+    - The local API presents the home's current identity at once: local clients trust the
+      home's `tls/tls.crt` (ACCORD_CA), which the rotation has just replaced.
+    New handshakes use the new certificate; connections already open keep theirs.
+    """
+
+    def __init__(
+        self,
+        peer_context: ssl.SSLContext,
+        peer_config: uvicorn.Config,
+        local_context: ssl.SSLContext,
+        identity: TlsIdentity,
+    ) -> None:
+        self._peer_context = peer_context
+        self._peer_config = peer_config
+        self._local_context = local_context
+        self._peer = identity.fingerprint
+        self._local = identity.fingerprint
+
+    def __call__(self, peer_tls: TlsIdentity, local_tls: TlsIdentity) -> None:
         try:
-            await asyncio.wait_for(stop.wait(), PIN_REFRESH_SECONDS)
-        except TimeoutError:
-            pass
-        try:
-            current = await asyncio.to_thread(_peer_certificates, node)
-        except Exception:
-            log.exception("could not read the peer registry")
-            continue
-        new = {k: v for k, v in current.items() if k not in known}
-        if new:
-            add_pins(context, new.values())  # type: ignore[arg-type]
-            known.update(new)
-            node.forget_peer_cache()
-            log.info("now trusting %d more peer certificate(s)", len(new))
+            if peer_tls.fingerprint != self._peer:
+                reload_identity(self._peer_context, peer_tls)
+                if isinstance(self._peer_config, MtlsConfig):
+                    self._peer_config.server_cert_pem = peer_tls.certificate_pem.decode("ascii")
+                self._peer = peer_tls.fingerprint
+                log.info("peer API now presents TLS certificate %s", peer_tls.fingerprint[:16])
+            if local_tls.fingerprint != self._local:
+                reload_identity(self._local_context, local_tls)
+                self._local = local_tls.fingerprint
+                log.info("local API now presents TLS certificate %s", local_tls.fingerprint[:16])
+        except TlsError as e:
+            # The contexts keep their previous certificate, which peers still trust.
+            log.error("could not adopt the rotated TLS certificate: %s", e)
 
 
 async def _announce(ready: Callable[[], None], *servers: uvicorn.Server) -> None:
@@ -134,12 +197,13 @@ async def serve(
         server_cert_pem=node.tls.certificate_pem,
         log_level=log_level,
     )
+    local_context = local_server_context(node.tls)
     local_server = uvicorn.Server(
         uvicorn.Config(
             with_face(app, "local"),
             host=node.config.local.host,
             port=node.config.local.port,
-            ssl_context_factory=lambda _c, _d: local_server_context(node.tls),
+            ssl_context_factory=lambda _c, _d: local_context,
             log_config=None,
             log_level=log_level,
             server_header=False,
@@ -149,20 +213,29 @@ async def serve(
         # This function owns the signals: uvicorn's own capture would stop one server only
         # and re-raise the signal afterwards.
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    pin_refresher = _Pins(node, peer_context, set(pins))
+    node.refresh_pins = pin_refresher.refresh
     transport = PeerTransport(node)
     worker = DeliveryWorker(node, transport)
     tasks = [
         asyncio.create_task(peer_server.serve(), name="peer-api"),
         asyncio.create_task(local_server.serve(), name="local-api"),
         worker_task := asyncio.create_task(worker.run(stop), name="delivery"),
-        asyncio.create_task(_refresh_pins(node, peer_context, set(pins), stop), name="pins"),
+        asyncio.create_task(pin_refresher.run(stop), name="pins"),
         asyncio.create_task(
             AuditScheduler(node, PeerWitnessTransport(transport), lambda: _active_peers(node)).run(
                 stop
             ),
             name="audit",
         ),
-        asyncio.create_task(KeyUpkeep(node, transport).run(stop), name="keys"),
+        asyncio.create_task(
+            KeyUpkeep(
+                node,
+                transport,
+                _LiveTls(peer_context, peer_server.config, local_context, node.tls),
+            ).run(stop),
+            name="keys",
+        ),
     ]
     # Kept apart from `tasks`: it ends once the node is up, which is no reason to stop.
     announcer = asyncio.create_task(_announce(ready, peer_server, local_server)) if ready else None

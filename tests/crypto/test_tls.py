@@ -26,6 +26,8 @@ from crypto.tls import (
     certificate_subject,
     check_pin,
     client_context,
+    local_server_context,
+    reload_identity,
     server_context,
 )
 
@@ -375,3 +377,68 @@ def test_certificate_issued_by_pinned_key_refused(tmp_path: Path) -> None:
     )
     assert peer_der is None
     assert error is not None
+
+
+# --- Adopting a rotated identity on a live context (issue 5: rotation without downtime) ----
+
+
+def _presented(server: ssl.SSLContext, client: ssl.SSLContext) -> bytes | None:
+    """The certificate (DER) the server presented in one handshake, as the client saw it."""
+    server_end, client_end = socket.socketpair()
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(server_end, server_side=True) as tls:
+                tls.sendall(tls.recv(1))
+        except (ssl.SSLError, OSError):
+            server_end.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(client_end) as tls:
+            tls.sendall(b"!")
+            tls.recv(1)
+            return tls.getpeercert(binary_form=True)
+    finally:
+        thread.join(10)
+
+
+def test_reload_identity_makes_the_peer_context_present_the_new_certificate() -> None:
+    """A node's peer API context, built with its old TLS identity, presents the rotated one
+    to the next handshake; the pinned peers are still trusted (issue 5, ADR 0010)."""
+    old, new, peer = identity("МВД-РБ"), identity("МВД-РБ"), identity("Росгвардия")
+    context = server_context(old, [peer.certificate_pem])
+    reload_identity(context, new)
+    # The peer trusts both certificates during the overlap window and sees the new one.
+    both = client_context(peer, old.certificate_pem + new.certificate_pem)
+    presented = _presented(context, both)
+    assert presented is not None
+    assert certificate_fingerprint(presented) == new.fingerprint
+    # Mutual TLS still works with a peer that pins only the new certificate.
+    peer_der, error = _handshake(context, client_context(peer, new.certificate_pem))
+    assert error is None
+    assert peer_der == peer.certificate_der
+
+
+def test_attack_old_certificate_pinned_alone_no_longer_matches_after_reload() -> None:
+    """After the reload the old certificate is not what the context presents: a client
+    pinning only the old certificate refuses the server, as it would after a restart."""
+    old, new, peer = identity("МВД-РБ"), identity("МВД-РБ"), identity("Росгвардия")
+    context = server_context(old, [peer.certificate_pem])
+    reload_identity(context, new)
+    peer_der, error = _handshake(context, client_context(peer, old.certificate_pem))
+    assert peer_der is None
+    assert "self-signed certificate" in str(error)
+
+
+def test_reload_identity_on_the_local_context_serves_the_new_tls_crt() -> None:
+    """The local API context presents the new certificate, which local clients read from
+    the home's tls/tls.crt."""
+    old, new = identity("МВД-РБ"), identity("МВД-РБ")
+    context = local_server_context(old)
+    reload_identity(context, new)
+    client = ssl.create_default_context(cadata=new.certificate_pem.decode("ascii"))
+    client.check_hostname = False
+    presented = _presented(context, client)
+    assert presented == new.certificate_der

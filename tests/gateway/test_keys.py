@@ -426,3 +426,51 @@ def test_key_upkeep_retries_announcements_retires_overlaps_and_adopts_keys(pair,
         assert keys_of(a, PARTY_A, KeyKind.SEAL)[old] is KeyStatus.RETIRED
     finally:
         node.close()
+
+
+def test_key_upkeep_hands_a_rotated_tls_identity_to_the_live_servers(pair) -> None:
+    """Rotation without a restart (issue 5, ADR 0010): the upkeep task gives the running
+    servers the TLS identities to load. While B has not heard of the rotation, peers are
+    still presented the old certificate and local clients at once the home's new
+    `tls/tls.crt`; once half the window has passed, peers get the new one too, and the
+    delivery client (`PeerTransport`) is rebuilt for it."""
+    import asyncio
+
+    from gateway._delivery import PeerTransport
+    from gateway._peer_keys import KeyUpkeep
+    from gateway._serve import load_node
+
+    a, _ = pair
+    old = NodeKeys.load(a.home, a.passphrase).tls.fingerprint
+    start = datetime.now(UTC)  # load_node reads the keys at the real time
+    result = rotate(a, "tls", now=start, days=4)
+    node = load_node(a.home.root, a.passphrase)
+    try:
+        assert node.tls.fingerprint == old  # held back for peers
+        clock = [start + timedelta(hours=1)]
+        node.clock = lambda: clock[0]
+        handed: list[tuple[str, str]] = []
+        upkeep = KeyUpkeep(
+            node,
+            _DownTransport(),  # type: ignore[arg-type]
+            lambda peer, local: handed.append((peer.fingerprint, local.fingerprint)),
+        )
+        asyncio.run(upkeep.run_once())
+        assert handed == [(old, result.new_key_id)]
+        assert node.tls.fingerprint == old
+        peer = node.peer_keys(PARTY_B)
+        transport = PeerTransport(node)
+
+        async def clients() -> tuple[object, object, object]:
+            first, again = transport.client(peer), transport.client(peer)
+            clock[0] = start + timedelta(days=2, hours=1)
+            await upkeep.run_once()
+            return first, again, transport.client(peer)
+
+        first, again, after = asyncio.run(clients())
+        assert handed[-1] == (result.new_key_id, result.new_key_id)
+        assert node.tls.fingerprint == result.new_key_id
+        assert first is again and after is not first
+        asyncio.run(transport.aclose())
+    finally:
+        node.close()

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import Callable
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from crypto import Envelope, SigningKey
 from crypto.rotation import ROTATION_TYPE, RotatedKind, RotationStatement
-from crypto.tls import TlsIdentity, client_context
+from crypto.tls import TlsIdentity, certificate_fingerprint, client_context
 from storage import KeyKind, KeyStatus, get_key, get_message, get_peer, pending_announcements
 from storage import list_keys as stored_keys
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess, _now, wait_until
@@ -123,29 +125,91 @@ def test_rotation_while_messages_are_in_flight_loses_and_refuses_none(
     assert health["warnings"] == []
 
 
-def test_tls_rotation_is_pinned_by_the_peer_and_used_after_restart(
+def presented_by_peer_api(node: NodeProcess, peer: NodeProcess, pins: bytes) -> str:
+    """The fingerprint of the certificate `node`'s peer API presents, in a new handshake,
+    to `peer` (which trusts `pins`, a PEM bundle of the node's certificates)."""
+    identity = TlsIdentity.load(peer.home.tls_dir, NODE_PASSPHRASE.encode())
+    context = client_context(identity, pins)
+    address = urlsplit(node.peer_url)
+    assert address.hostname is not None and address.port is not None
+    with (
+        socket.create_connection((address.hostname, address.port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return certificate_fingerprint(der)
+
+
+def presented_by_local_api(node: NodeProcess, ca: ssl.SSLContext) -> str | None:
+    """The fingerprint of the certificate `node`'s local API presents to a local client
+    trusting `ca`; None while that client refuses it."""
+    address = urlsplit(node.url)
+    assert address.hostname is not None and address.port is not None
+    try:
+        with (
+            socket.create_connection((address.hostname, address.port), timeout=10) as raw,
+            ca.wrap_socket(raw, server_hostname=address.hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except ssl.SSLError:
+        return None
+    return certificate_fingerprint(der) if der else None
+
+
+def test_tls_rotation_is_adopted_by_the_running_node_without_a_restart(
     nodes: SimpleNamespace,
 ) -> None:
+    """Issue 5, rotation without downtime: A's admin rotates A's TLS key while both nodes
+    run. B pins A's new certificate from the signed statement; A, never restarted, then
+    presents the new certificate on its peer API (new handshakes) and its local API, and
+    messages flow both ways. Local clients learn the new certificate from A's home
+    (`tls/tls.crt`, ACCORD_CA), as docs/admin-guide.md says."""
     a, b = nodes.a, nodes.b
+    assert a._process is not None
+    pid = a._process.pid
+    old_pem = a.certificate_pem
+    old = certificate_fingerprint(old_pem)
+    assert presented_by_peer_api(a, b, old_pem) == old
     rotated = accord("keys", "rotate", "--home", str(a.home_dir), "--key", "tls")
+    new = str(rotated["new_key_id"])
+    assert rotated["old_key_id"] == old
+    assert new != old
+    new_pem = (a.home.tls_dir / "tls.crt").read_bytes()
+    assert certificate_fingerprint(new_pem) == new
     wait_until(lambda: all_announced(a), what="A's TLS rotation to reach B", timeout=30)
     with b.database() as db, db.session(readonly=True) as session:
-        assert get_peer(session, a.party).tls_cert_sha256 == rotated["new_key_id"]
-    # A restarts and presents its new certificate; both directions still deliver. Its
-    # local API presents it too, so local clients are given the new tls.crt (ACCORD_CA).
-    a.stop()
-    a._ssl = ssl.create_default_context(cafile=str(a.home.tls_dir / "tls.crt"))
-    a.start()
-    assert (
-        TlsIdentity.load(a.home.tls_dir, NODE_PASSPHRASE.encode()).fingerprint
-        == (rotated["new_key_id"])
+        assert get_peer(session, a.party).tls_cert_sha256 == new
+    # B trusts both of A's certificates in the overlap window; A's peer API, still the
+    # same process, answers new handshakes with the new one.
+    both = old_pem + new_pem
+    wait_until(
+        lambda: presented_by_peer_api(a, b, both) == new,
+        what="A's peer API to present its new certificate",
+        timeout=30,
+        diagnose=a.log_tail,
     )
-    there = notices(a, "оператор", b, 2, "новый сертификат")
-    back = notices(b, "оператор Б", a, 2, "новый сертификат")
+    # Local clients are given the new tls.crt of A's home; A's local API presents it.
+    a._ssl = ssl.create_default_context(cafile=str(a.home.tls_dir / "tls.crt"))
+    wait_until(
+        lambda: presented_by_local_api(a, a._ssl) == new,
+        what="A's local API to present its new certificate",
+        timeout=30,
+        diagnose=a.log_tail,
+    )
+    # Both directions deliver: A's client certificate is now the new one, which B pinned.
+    there = notices(a, "оператор", b, 2, "новый сертификат без перезапуска")
+    back = notices(b, "оператор Б", a, 2, "новый сертификат без перезапуска")
     for message_id in there:
         a.wait_for_status(message_id, "delivered")
     for message_id in back:
         b.wait_for_status(message_id, "delivered")
+    assert set(there) <= set(b.box_ids("inbox"))
+    assert set(back) <= set(a.box_ids("inbox"))
+    # No restart happened, and only the new certificate is what A's peer API presents.
+    assert a.running and a._process.pid == pid
+    assert presented_by_peer_api(a, b, new_pem) == new
+    assert "peer API now presents TLS certificate " + new[:16] in a.log_tail(400)
 
 
 def test_revocation_reaches_the_peer_and_the_revoked_key_is_refused(
