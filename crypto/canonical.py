@@ -18,7 +18,7 @@ import rfc8785
 
 from .errors import VerificationError
 
-__all__ = ["dumps", "loads_canonical"]
+__all__ = ["canonical_ascii_strings", "dumps", "loads_canonical"]
 
 
 _MAX_SAFE_INTEGER = 2**53 - 1
@@ -39,6 +39,14 @@ def dumps(obj: Any) -> bytes:
             return bytes(rfc8785.dumps(obj))
         except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
             raise ValueError(f"cannot serialise canonically: {e}") from e
+    return _stdlib_dumps(obj)
+
+
+def canonical_ascii_strings(obj: dict[str, Any]) -> bytes:
+    """`dumps` for a value whose caller has checked it holds only objects, arrays and
+    ASCII strings (an envelope's wire form): for such a value the standard library's
+    compact, key-sorted form is the RFC 8785 form, so the type walk is skipped.
+    `tests/crypto/test_canonical.py` checks both agree."""
     return _stdlib_dumps(obj)
 
 

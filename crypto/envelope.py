@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .canonical import dumps, loads_canonical
+from .canonical import canonical_ascii_strings, dumps, loads_canonical
 from .errors import SigningError, VerificationError
 from .keys import Signer, VerifyKey
 
@@ -98,8 +98,10 @@ class Envelope:
 
     @cached_property
     def _canonical(self) -> bytes:
-        # An envelope is immutable, so its one byte form is computed once.
-        return dumps(self.to_dict())
+        # An envelope is immutable, so its one byte form is computed once. Its values are
+        # ASCII strings this class checked (payload type, hex key ids, base64), so the
+        # standard library's form is the RFC 8785 form without the value walk.
+        return canonical_ascii_strings(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:

@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -79,8 +80,8 @@ class VerifyKey:
         if len(self._public) != 32:
             raise ValueError("an Ed25519 public key is 32 bytes")
 
-    @property
-    def key_id(self) -> str:
+    @cached_property
+    def key_id(self) -> str:  # a digest: computed once per key object
         return key_id_for(Algorithm.ED25519, self._public)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
@@ -105,8 +106,8 @@ class RecipientKey:
         if len(self._public) != 32:
             raise ValueError("an X25519 public key is 32 bytes")
 
-    @property
-    def key_id(self) -> str:
+    @cached_property
+    def key_id(self) -> str:  # a digest: computed once per key object
         return key_id_for(Algorithm.X25519, self._public)
 
     def to_age_recipient(self) -> str:
@@ -181,8 +182,8 @@ class _PrivateKey:
     def __repr__(self) -> str:  # never print secret material, even in a traceback
         return f"<{type(self).__name__} {self.key_id[:16]}>"
 
-    @property
-    def key_id(self) -> str:
+    @cached_property
+    def key_id(self) -> str:  # a digest: computed once per key object
         return key_id_for(self._algorithm, self._public)
 
     def to_encrypted_file(self, passphrase: bytes, *, cost: KdfCost | None = None) -> bytes:

@@ -232,8 +232,10 @@ def _check_draft(draft: MessageDraft) -> None:
     parse_text(draft.purpose, "purpose")
     if not isinstance(draft.marking, Mapping) or not isinstance(draft.extensions, Mapping):
         raise VerificationError("marking and extensions must be mappings")
-    # Statements carry whole seconds in UTC (fixed-width text, so it orders like time).
-    if format_time(draft.expires) <= format_time(draft.created):
+    if draft.created.tzinfo is None or draft.expires.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    # Statements carry whole seconds (aware times compare across zones).
+    if draft.expires.replace(microsecond=0) <= draft.created.replace(microsecond=0):
         raise VerificationError("a statement must expire after it was created")
 
 

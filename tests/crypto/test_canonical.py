@@ -89,3 +89,23 @@ def test_any_edit_of_canonical_bytes_is_refused_or_canonical(value, where, inser
     except VerificationError:
         return
     assert rfc8785.dumps(parsed) == edited
+
+
+ascii_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+ascii_values = st.recursive(
+    ascii_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(ascii_text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(ascii_text, ascii_values, max_size=5))
+def test_ascii_strings_shortcut_equals_rfc8785(value) -> None:
+    """The envelope's shortcut (no type walk) gives the RFC 8785 bytes for every value of
+    the shape it is used for: objects, arrays and printable ASCII strings."""
+    from crypto.canonical import canonical_ascii_strings
+
+    assert canonical_ascii_strings(value) == rfc8785.dumps(value)
