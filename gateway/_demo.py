@@ -13,9 +13,11 @@ API, as its users would with `accord send`, `accord read` and so on:
 4. B tries to pass A's request to a third party's node C without consent: refused
    (art. 7.3); B asks A for consent, A grants it (a token signed by A's seal), and B's
    forward is accepted by C, which verifies A's signatures, the token and B's seal, reads
-   the request and proves who signed it.
+   the request and proves who signed it;
+5. B's auditor exports the request's evidence bundle and verifies it offline against the
+   three descriptors (statement, signatures, receipt, consent, log proofs), no content read.
 
-Invariants: both processes are always stopped (SIGTERM, then SIGKILL) and the folder is
+Invariants: all the processes are always stopped (SIGTERM, then SIGKILL) and the folder is
 always removed, whatever fails; success exits 0, and any failure exits 1 with one line on
 stderr saying what went wrong (the nodes' logs, if useful, are in the transcript).
 """
@@ -37,6 +39,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crypto import KdfCost
+from crypto.bundle import BundleVerificationError, verify_bundle
 from storage import Role
 
 from . import _admin
@@ -52,6 +55,7 @@ PARTY_B, NAME_B = "Росгвардия", "Федеральная служба �
 PARTY_C, NAME_C = "Прокуратура-РФ", "Генеральная прокуратура Российской Федерации"
 HEAD_A, OPERATOR_A, OPERATOR_B = "Иванов", "Петрова", "Сидоров"
 OPERATOR_C = "Кузнецова"
+AUDITOR_B = "Орлова"
 FORWARD_PURPOSE = "проверка законности по делу № 17/2026"
 ATTACHMENT_NAME = "Протокол осмотра места происшествия.txt"
 ATTACHMENT = "Протокол осмотра места происшествия по делу № 17/2026.\n".encode() * 6000
@@ -110,10 +114,11 @@ def _exchange(out: Console, harness: Harness, root: Path) -> None:
     harness.add_user(a, HEAD_A, role=Role.SIGNATORY, signatory_passphrase=head_secret)
     harness.add_user(a, OPERATOR_A, role=Role.OPERATOR)
     harness.add_user(b, OPERATOR_B, role=Role.OPERATOR)
+    harness.add_user(b, AUDITOR_B, role=Role.AUDITOR)
     harness.add_user(c, OPERATOR_C, role=Role.OPERATOR)
     roles = [
         (a, f"{HEAD_A} (signatory), {OPERATOR_A} (operator)"),
-        (b, f"{OPERATOR_B} (operator)"),
+        (b, f"{OPERATOR_B} (operator), {AUDITOR_B} (auditor)"),
         (c, f"{OPERATOR_C} (operator), the third party"),
     ]
     for node, users in roles:
@@ -225,7 +230,35 @@ def _exchange(out: Console, harness: Harness, root: Path) -> None:
         PolicyClient(c.node_url, c.token(OPERATOR_C), c.ca_file) as policy_c,
     ):
         _third_party(out, request_id, policy_a, policy_b, policy_c, a)
+    _evidence(out, request_id, b, (a, b, c))
     out.print(f"   ({time.monotonic() - started:.1f} s)")
+
+
+def _evidence(
+    out: Console, request_id: str, node: HarnessNode, parties: tuple[HarnessNode, ...]
+) -> None:
+    """11. An auditor exports the request's evidence bundle and verifies it offline,
+    with the Parties' descriptors and `crypto/` alone, without reading content."""
+    _step(out, 11, f"{AUDITOR_B}, {node.party}'s auditor, checks the evidence offline")
+    with LocalClient(node.node_url, node.token(AUDITOR_B), node.ca_file) as auditor:
+        data = auditor.bundle(request_id)
+    trusted = [
+        _admin.read_descriptor(
+            _admin.export_descriptor(Home(p.home), p.passphrase.encode("utf-8"), datetime.now(UTC))
+        )
+        for p in parties
+    ]
+    out.print(Text(f"   $ accord bundle export {request_id} -o request.bundle", style="dim"))
+    out.print(Text("   $ accord verify request.bundle --trust a.descriptor ...", style="dim"))
+    try:
+        evidence = verify_bundle(data, trusted)
+    except BundleVerificationError as e:
+        raise DemoError(f"the evidence bundle did not verify: {'; '.join(e.failures)}") from e
+    if evidence.message_id != request_id:
+        raise DemoError("the evidence bundle is for another message")
+    out.print(Text(f"   {len(data)} bytes; no content in it, and every proof holds:"))
+    for line in evidence.proven:
+        out.print(Text(f"   - {line}"))
 
 
 def _third_party(

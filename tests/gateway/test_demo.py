@@ -56,6 +56,10 @@ def test_demo_runs_the_exchange_end_to_end(tmp_path: Path) -> None:
     assert re.search(r"signed by МВД-РБ: 2 key\(s\), its seal [0-9a-f]{16}…", transcript)
     assert "under consent signed by МВД-РБ's seal" in transcript
     assert "the re-wrapped key matches the key commitment" in transcript
+    # The evidence, verified offline by B's auditor: the request's signed statement, B's
+    # receipt, A's consent, B's forward and the log proofs all hold.
+    assert "checks the evidence offline" in transcript
+    assert "every proof holds" in transcript
     assert "Demo complete" in transcript
 
     # Nothing left behind.
