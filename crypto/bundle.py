@@ -63,6 +63,7 @@ from .errors import VerificationError
 from .keys import VerifyKey
 from .merkle import leaf_hash, verify_inclusion
 from .receipts import RECEIPT_TYPE, Receipt, Verdict
+from .rotation import KeyChange, SealChain, trace_seal_chain
 from .sealed import STATEMENT_TYPE, Statement
 
 __all__ = [
@@ -278,9 +279,11 @@ class Bundle:
     `consent_tokens` holds the originator's consent tokens for the message (art. 7.3),
     checked by `check_consent_token` unless `verify_bundle` is given another verifier;
     `revocations` the originator's signed revocations of some of them; `forwards` the
-    forwarders' sealed forward statements of transfers made under them. The last two are
-    written only when not empty, so a bundle without them is byte for byte a bundle of
-    the first form.
+    forwarders' sealed forward statements of transfers made under them; `key_changes`
+    the rotation and revocation statements that link the seals which signed the contents
+    to the seals of the descriptors an auditor trusts (issue 5, history). The last three
+    are written only when not empty, so a bundle without them is byte for byte a bundle
+    of the first form.
     """
 
     message_id: str
@@ -292,6 +295,7 @@ class Bundle:
     entries: tuple[LogEntry, ...]
     revocations: tuple[Envelope, ...] = ()
     forwards: tuple[Envelope, ...] = ()
+    key_changes: tuple[KeyChange, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -310,6 +314,8 @@ class Bundle:
             payload["consent_revocations"] = [r.to_dict() for r in self.revocations]
         if self.forwards:
             payload["forwards"] = [f.to_dict() for f in self.forwards]
+        if self.key_changes:
+            payload["key_changes"] = [k.to_dict() for k in self.key_changes]
         return payload
 
     def to_bytes(self) -> bytes:
@@ -325,7 +331,7 @@ class Bundle:
             loads_canonical(data),
             {"type", "message_id", "exported_by", "statement", "receipts", "consent_tokens",
              "log"},
-            {"consent_revocations", "forwards"},
+            {"consent_revocations", "forwards", "key_changes"},
             "bundle",
         )  # fmt: skip
         if document["type"] != BUNDLE_TYPE:
@@ -334,7 +340,7 @@ class Bundle:
         for name in ("receipts", "consent_tokens"):
             if not isinstance(document[name], list) or len(document[name]) > 64:
                 raise VerificationError(f"bundle {name} must be a list of at most 64")
-        for name in ("consent_revocations", "forwards"):
+        for name in ("consent_revocations", "forwards", "key_changes"):
             value = document.get(name)
             if name in document and (not isinstance(value, list) or not 0 < len(value) <= 64):
                 raise VerificationError(f"bundle {name} is absent or a list of 1 to 64")
@@ -354,6 +360,7 @@ class Bundle:
                 Envelope.from_dict(r) for r in document.get("consent_revocations", [])
             ),
             forwards=tuple(Envelope.from_dict(f) for f in document.get("forwards", [])),
+            key_changes=tuple(KeyChange.from_dict(k) for k in document.get("key_changes", [])),
         )
 
 
@@ -408,12 +415,35 @@ class _Check:
     proven: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Each trusted Party's seals over time, traced from its descriptor's seal back through
+    # the bundle's key changes (`crypto.rotation.trace_seal_chain`).
+    chains: dict[str, SealChain] = field(default_factory=dict)
+
+    def seals(self, party: str, descriptor: NodeDescriptor) -> dict[str, VerifyKey]:
+        """Every seal of `party` the chain trusts for some interval, the current one too."""
+        chain = self.chains.get(party)
+        seals = {descriptor.seal.key_id: descriptor.seal}
+        if chain is not None:
+            seals.update({k.key_id: k.key for k in chain.history.keys})
+        return seals
+
+    def seal_refusal(self, party: str, key_id: str, moment: datetime) -> str | None:
+        """Why an earlier seal of `party` could not sign at `moment`, or None when it could
+        (the descriptor's own seal is trusted as the auditor passed it)."""
+        chain = self.chains.get(party)
+        if chain is None or key_id == chain.current:
+            return None
+        return chain.seal_at(key_id, moment)
 
 
-def _signers(descriptors: Mapping[str, NodeDescriptor]) -> dict[str, tuple[VerifyKey, str]]:
+def _signers(
+    descriptors: Mapping[str, NodeDescriptor], check: _Check
+) -> dict[str, tuple[VerifyKey, str]]:
     """Every trusted statement key, by DSSE key id, with words naming its holder."""
     keys: dict[str, tuple[VerifyKey, str]] = {}
     for party, d in descriptors.items():
+        for key_id, key in check.seals(party, d).items():
+            keys[key_id] = (key, f"the earlier seal {key_id[:16]}… of {party}")
         keys[d.seal.key_id] = (d.seal, f"the seal of {party}")
         for s in d.signatories:
             keys[s.key.key_id] = (s.key, f"{s.name} ({s.role}) of {party}")
@@ -436,7 +466,7 @@ def _check_statement(
     """1. The statement: every signature by a trusted key of its sender and valid; the
     sender's seal among them, and a signatory for a request (art. 4.4)."""
     envelope = bundle.statement
-    keys = _signers(descriptors)
+    keys = _signers(descriptors, check)
     try:
         evidence = verify_envelope(
             envelope, {k: v for k, (v, _) in keys.items()}, payload_type=STATEMENT_TYPE
@@ -461,22 +491,29 @@ def _check_statement(
         )
         return None
     unknown = {s.keyid for s in envelope.signatures} - evidence.key_ids
-    own = {sender.seal.key_id} | {s.key.key_id for s in sender.signatories}
+    seals = set(check.seals(statement.sender, sender))
+    own = seals | {s.key.key_id for s in sender.signatories}
     if unknown or not evidence.key_ids <= own:
         check.failures.append(
             "the statement carries a signature by a key that is not its sender's trusted key"
         )
         return None
-    if sender.seal.key_id not in evidence.key_ids:
+    sealed = sorted(evidence.key_ids & seals)
+    if not sealed:
         check.failures.append(f"the statement is not sealed by {statement.sender}")
         return None
-    signatories = sorted(keys[k][1] for k in evidence.key_ids if k != sender.seal.key_id)
+    for key_id in sealed:
+        why = check.seal_refusal(statement.sender, key_id, statement.created)
+        if why is not None:
+            check.failures.append(f"the statement does not verify: {why}")
+            return None
+    signatories = sorted(keys[k][1] for k in evidence.key_ids if k not in seals)
     if statement.type == "request" and not signatories:
         check.failures.append(
             "the request is not signed by a head or deputy of its sender (art. 4.4)"
         )
         return None
-    by = " and ".join([f"the seal of {statement.sender}", *signatories])
+    by = " and ".join([*(keys[k][1] for k in sealed), *signatories])
     check.proven.append(
         f"Message {statement.message_id} ({statement.type}) was signed by {by}: "
         f"sent by {statement.sender} to {statement.recipient} on "
@@ -526,14 +563,15 @@ def _check_receipts(
             continue
         try:
             evidence = verify_envelope(
-                envelope,
-                [receiver.seal],
-                payload_type=RECEIPT_TYPE,
-                required=[receiver.seal.key_id],
+                envelope, check.seals(claimed, receiver), payload_type=RECEIPT_TYPE
             )
             if len(envelope.signatures) != 1:
                 raise VerificationError("a receipt carries the receiver's seal alone")
             receipt = Receipt.from_payload(evidence.statement)
+            (seal,) = evidence.key_ids
+            why = check.seal_refusal(claimed, seal, receipt.received_at)
+            if why is not None:
+                raise VerificationError(why)
             if receipt.receiver != claimed or receipt.message_id != statement.message_id:
                 raise VerificationError("it is for another message or from another party")
             if receipt.sender != senders[claimed]:
@@ -814,6 +852,31 @@ def _check_log(
     return checkpoint
 
 
+def _check_key_changes(
+    bundle: Bundle, descriptors: Mapping[str, NodeDescriptor], check: _Check
+) -> None:
+    """0. The key changes: each trusted Party's seal chain, walked back from its
+    descriptor's seal (`trace_seal_chain`); every statement in the bundle must be a link
+    some chain used, or the bundle is refused (a missing or forged link)."""
+    if not bundle.key_changes:
+        return
+    digests = [c.envelope.sha256 for c in bundle.key_changes]
+    if len(set(digests)) != len(digests):
+        check.failures.append("a key-change statement appears twice")
+    linked: set[str] = set()
+    for party, descriptor in descriptors.items():
+        chain = trace_seal_chain(party, descriptor.seal, bundle.key_changes)
+        check.chains[party] = chain
+        check.proven.extend(chain.proven)
+        check.failures.extend(chain.failures)
+        linked |= chain.used | chain.refused
+    if any(d not in linked for d in digests):
+        check.failures.append(
+            "a key-change statement links to no seal of a trusted descriptor: a missing or "
+            "forged link (or the descriptor of its Party was not passed with --trust)"
+        )
+
+
 def verify_bundle(
     data: bytes,
     trusted: Sequence[NodeDescriptor],
@@ -822,7 +885,9 @@ def verify_bundle(
 ) -> BundleEvidence:
     """Verify an evidence bundle against trusted node descriptors, offline.
 
-    1. The bundle parses strictly (`Bundle.from_bytes`).
+    1. The bundle parses strictly (`Bundle.from_bytes`). Its key changes link earlier
+       seals to the trusted descriptors' seals (`_check_key_changes`, issue 5): an earlier
+       seal counts only for a statement or receipt dated inside its validity interval.
     2. The statement verifies under its sender's trusted keys: the seal, and a head or
        deputy for a request (art. 4.4); its message id is the bundle's.
     3. Each receipt is sealed by the recipient and binds this statement (DESIGN 5).
@@ -847,6 +912,7 @@ def verify_bundle(
             raise BundleVerificationError([f"two different descriptors of {d.party}"], [])
         descriptors[d.party] = d
     check = _Check()
+    _check_key_changes(bundle, descriptors, check)
     statement = _check_statement(bundle, descriptors, check)
     if statement is not None:
         forwards = _check_consent(bundle, statement, descriptors, consent, check)

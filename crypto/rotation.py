@@ -30,9 +30,9 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -47,11 +47,14 @@ __all__ = [
     "REVOCATION_TYPE",
     "ROTATION_TYPE",
     "HistoricKey",
+    "KeyChange",
     "KeyHistory",
     "RevocationStatement",
     "RotatedKind",
     "RotationStatement",
+    "SealChain",
     "VerifiedKeyChange",
+    "trace_seal_chain",
     "verify_revocation",
     "verify_rotation",
 ]
@@ -365,3 +368,195 @@ def verify_revocation(
         raise VerificationError("no other current seal of the Party signed this revocation")
     evidence = verify_envelope(envelope, trusted, payload_type=REVOCATION_TYPE)  # 2
     return VerifiedKeyChange(statement, evidence)
+
+
+# --- Seal chains in evidence bundles ---------------------------------------------------
+
+# The start of time for a key whose beginning no statement in hand tells.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """A key-change statement as an evidence bundle carries it: the signed envelope and,
+    for a seal rotation, the old seal's public key (the statement names it by id only;
+    the key is checked against that id, so it needs no signature of its own)."""
+
+    envelope: Envelope
+    old_key: VerifyKey | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"statement": self.envelope.to_dict()}
+        if self.old_key is not None:
+            data["old_key"] = self.old_key.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> KeyChange:
+        data = require_keys(data, {"statement"}, {"old_key"}, "key change")
+        old_key = None
+        if "old_key" in data:
+            try:
+                old_key = VerifyKey.from_dict(data["old_key"])
+            except ValueError as e:
+                raise VerificationError(f"the old key of a key change: {e}") from e
+        return cls(Envelope.from_dict(data["statement"]), old_key)
+
+
+@dataclass(frozen=True)
+class SealChain:
+    """What `trace_seal_chain` established for one Party: its seals with their validity
+    intervals (`history`), the rotations and revocations it accepted in plain words
+    (`proven`), and the links it refused (`failures`)."""
+
+    history: KeyHistory
+    current: str
+    proven: tuple[str, ...]
+    failures: tuple[str, ...]
+    used: frozenset[str]  # envelope digests of the statements it accepted
+    refused: frozenset[str]  # and of those it refused (named in `failures`)
+
+    def seal_at(self, key_id: str, moment: datetime) -> str | None:
+        """None when seal `key_id` of the Party could sign at `moment`, else why not."""
+        key = self.history.get(key_id)
+        if key is None:
+            return f"{key_id[:16]}… is no seal of {self.history.party} in the trusted chain"
+        if key.valid_at(moment):
+            return None
+        when = format_time(moment)
+        if key.revoked_at is not None and moment >= key.revoked_at:
+            return (
+                f"the seal {key_id[:16]}… of {self.history.party} was revoked on "
+                f"{format_time(key.revoked_at)}, before the signature dated {when}"
+            )
+        if key.not_after is not None and moment > key.not_after:
+            return (
+                f"the seal {key_id[:16]}… of {self.history.party} was rotated out (its overlap "
+                f"ended {format_time(key.not_after)}), before the signature dated {when}"
+            )
+        return f"the seal {key_id[:16]}… of {self.history.party} did not exist yet on {when}"
+
+
+def _unverified(envelope: Envelope) -> RotationStatement | RevocationStatement | None:
+    """The statement an envelope claims, before any signature is checked (for routing)."""
+    try:
+        if envelope.payload_type == ROTATION_TYPE:
+            return RotationStatement.from_payload(loads_canonical(envelope.payload))
+        if envelope.payload_type == REVOCATION_TYPE:
+            return RevocationStatement.from_payload(loads_canonical(envelope.payload))
+    except VerificationError:
+        return None
+    return None
+
+
+def trace_seal_chain(party: str, current: VerifyKey, changes: Sequence[KeyChange]) -> SealChain:
+    """Walk `party`'s seal rotations BACKWARDS from the seal the auditor trusts (`current`,
+    from a descriptor compared out of band), then apply its revocations (issue 5, history;
+    agreement art. 13 keeps the art. 7 duties for five years).
+
+    1. A seal rotation from X to a trusted seal Y counts only when signed by Y (the key the
+       auditor already trusts: its proof of possession) AND by X, whose public key the
+       change carries under the id the statement names, and by no one else. X is then
+       trusted for signatures dated up to the end of the rotation's overlap window.
+    2. Two rotations to the same seal are a fork: both are refused.
+    3. A revocation of a chain seal counts only when signed by another chain seal valid
+       at the revocation's date (earlier revocations applied first); the revoked seal is
+       then trusted only for signatures dated before the revocation.
+    A statement of `party` that links to nothing trusted (a missing or forged link) is in
+    neither `used` nor `refused`: the caller refuses what no chain used.
+    """
+    mine = [
+        (c, s) for c in changes if (s := _unverified(c.envelope)) is not None and s.party == party
+    ]
+    rotations = [
+        (c, s) for c, s in mine if isinstance(s, RotationStatement) and s.kind is RotatedKind.SEAL
+    ]
+    proven: list[str] = []
+    failures: list[str] = []
+    used: set[str] = set()
+    refused: set[str] = set()
+    keys: dict[str, HistoricKey] = {current.key_id: HistoricKey(current, _EPOCH)}
+    frontier = [current.key_id]
+    while frontier:
+        newer = frontier.pop()
+        links = [(c, s) for c, s in rotations if s.new_key_id == newer]
+        if len(links) > 1:  # 2
+            failures.append(
+                f"two rotations of {party} lead to the seal {newer[:16]}…: a fork, refused"
+            )
+            refused.update(c.envelope.sha256 for c, _ in links)
+            continue
+        if not links:
+            continue
+        change, rotation = links[0]
+        try:
+            old = change.old_key
+            if old is None or old.key_id != rotation.old_key_id:
+                raise VerificationError("it does not carry the public key of the seal it replaces")
+            if old.key_id in keys:
+                raise VerificationError("it rotates to a seal already in the chain (a loop)")
+            if len(change.envelope.signatures) != 2:
+                raise VerificationError("a seal rotation carries the old and the new seal alone")
+            verify_envelope(  # 1
+                change.envelope,
+                [old, keys[newer].key],
+                payload_type=ROTATION_TYPE,
+                required=[old.key_id, newer],
+            )
+        except VerificationError as e:
+            failures.append(
+                f"the rotation of {party}'s seal to {newer[:16]}… does not verify: {e.reason}"
+            )
+            refused.add(change.envelope.sha256)
+            continue
+        used.add(change.envelope.sha256)
+        keys[newer] = HistoricKey(keys[newer].key, rotation.effective)
+        keys[old.key_id] = HistoricKey(old, _EPOCH, not_after=rotation.overlap_until)
+        frontier.append(old.key_id)
+        proven.append(
+            f"{party}'s seal {old.key_id[:16]}… was rotated to {newer[:16]}… on "
+            f"{format_time(rotation.effective)}, signed by both seals; {old.key_id[:16]}… "
+            f"signed for {party} until {format_time(rotation.overlap_until)}."
+        )
+    revocations = sorted(
+        ((c, s) for c, s in mine if isinstance(s, RevocationStatement)),
+        key=lambda cs: cs[1].issued,
+    )
+    for change, revocation in revocations:  # 3
+        try:
+            target = keys.get(revocation.key_id)
+            if target is None:
+                raise VerificationError("it names no seal of the trusted chain")
+            signers = {
+                k.key_id: k.key
+                for k in keys.values()
+                if k.key_id != revocation.key_id and k.valid_at(revocation.issued)
+            }
+            if not signers:
+                raise VerificationError(
+                    f"no other seal of {party} was valid on {format_time(revocation.issued)}"
+                )
+            evidence = verify_envelope(change.envelope, signers, payload_type=REVOCATION_TYPE)
+            if len(evidence.key_ids) != len(change.envelope.signatures):
+                raise VerificationError("it carries a signature by a key outside the chain")
+        except VerificationError as e:
+            failures.append(f"a revocation of {party} does not verify: {e.reason}")
+            refused.add(change.envelope.sha256)
+            continue
+        used.add(change.envelope.sha256)
+        keys[target.key_id] = HistoricKey(
+            target.key, target.not_before, target.not_after, revocation.revoked_at
+        )
+        proven.append(
+            f"{party} revoked its seal {target.key_id[:16]}… on "
+            f"{format_time(revocation.revoked_at)} («{revocation.reason}»): what it signed "
+            "from then on proves nothing."
+        )
+    return SealChain(
+        KeyHistory(party, tuple(keys.values())),
+        current.key_id,
+        tuple(proven),
+        tuple(failures),
+        frozenset(used),
+        frozenset(refused),
+    )

@@ -72,6 +72,7 @@ from storage import (
 )
 
 from ._bundle_consent import consent_evidence
+from ._bundle_keys import key_change_evidence
 from ._runtime import Node, PeerKeys, PeerUnknown
 
 __all__ = [
@@ -470,8 +471,21 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
 
     The log entries are proven against the checkpoint that covers all of them and has the
     most cosignatures (the newest among equals); if no checkpoint covers them yet, one is
-    signed now. The export itself is recorded in the log, after the bundle's checkpoint.
+    signed now. Only checkpoints signed by the current seal are candidates, so that an
+    auditor holding the current descriptor verifies it; what earlier seals signed (the
+    statement, a receipt) is linked to the current seal by the key changes the bundle
+    carries (`key_change_evidence`, issue 5). The export itself is recorded in the log,
+    after the bundle's checkpoint.
     """
+    origin, seal = log_origin(node.party), node.seal.verify_key()
+
+    def current(c: AuditCheckpoint) -> bool:
+        try:
+            verify_checkpoint(c.note, origin, origin, seal)
+        except VerificationError:
+            return False
+        return True
+
     with node.db.session(readonly=True) as session:
         try:
             message = get_message(session, message_id)
@@ -487,11 +501,12 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
             receipts = [Envelope.from_bytes(get_receipt(session, message_id).envelope)]
         except NotFound:
             receipts = []
-        covered = bool(list_checkpoints(session, since=needed, limit=1))
+        covered = any(current(c) for c in list_checkpoints(session, since=needed, limit=10_000))
     if not covered:
         sign_checkpoint_if_due(node)
     with node.db.session() as session:
-        candidates = list_checkpoints(session, since=needed, limit=10_000)
+        stored = list_checkpoints(session, since=needed, limit=10_000)
+        candidates = [c for c in stored if current(c)]
         if not candidates:
             raise ExportError("the audit log could not be checkpointed: ask the admin")
         best = max(candidates, key=lambda c: (len(list_cosignatures(session, c.size)), c.size))
@@ -514,6 +529,7 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
             entries=entries,
             revocations=consents.revocations,
             forwards=consents.forwards,
+            key_changes=key_change_evidence(session, node.party),
         )
         data = bundle.to_bytes()
         record(
