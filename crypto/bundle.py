@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -601,6 +602,8 @@ def check_consent_token(
     statement_envelope: Envelope,
     statement: Statement,
     descriptors: Mapping[str, NodeDescriptor],
+    *,
+    chains: Mapping[str, SealChain] | None = None,
 ) -> ConsentProof:
     """The default consent verifier of evidence bundles (art. 7.3), offline.
 
@@ -608,12 +611,17 @@ def check_consent_token(
     statement, whose descriptor is trusted) and by no one else, name that originator, and
     bind this message: its id and its signed statement's SHA-256
     (`crypto.consent.verify_consent_offline`). Its expiry is stated, not enforced: a token
-    used before it expired remains evidence afterwards. Raises `VerificationError`.
+    used before it expired remains evidence afterwards. With `chains` (the originator's
+    seals traced through the bundle's key changes), an earlier seal counts for a token
+    issued inside its validity interval. Raises `VerificationError`.
     """
     originator = descriptors.get(statement.sender)
     if originator is None:
         raise VerificationError(f"the originator {statement.sender} is not trusted")
     seals, signatories = _keys_of(originator)
+    chain = (chains or {}).get(statement.sender)
+    if chain is not None:
+        seals |= {k.key_id: k.key for k in chain.history.keys}
     verified = verify_consent_offline(
         envelope,
         originator=statement.sender,
@@ -623,9 +631,16 @@ def check_consent_token(
         signatories=signatories,
     )
     token = verified.token
+    earlier = sorted(verified.evidence.key_ids & seals.keys() - {originator.seal.key_id})
+    for key_id in earlier:
+        why = None if chain is None else chain.seal_at(key_id, token.issued)
+        if why is not None:
+            raise VerificationError(why)
+    current = originator.seal.key_id in verified.evidence.key_ids
     by = " and ".join(
         [
-            f"the seal of {token.originator}",
+            *([f"the seal of {token.originator}"] if current else []),
+            *(f"the earlier seal {k[:16]}… of {token.originator}" for k in earlier),
             *sorted(
                 f"{s.name} ({s.role})"
                 for s in originator.signatories
@@ -662,6 +677,8 @@ def _check_consent(
     each of a token in the bundle; forward statements sealed by their forwarder, each
     made under a token in the bundle that covers it. Returns the verified forwards."""
     proofs: dict[str, ConsentProof] = {}
+    if consent is check_consent_token:
+        consent = functools.partial(check_consent_token, chains=check.chains)
     for token in bundle.consent_tokens:
         try:
             proof = consent(token, bundle.statement, statement, descriptors)
@@ -684,8 +701,13 @@ def _check_consent(
             revocation = verify_revocation(
                 envelope,
                 originator=statement.sender,
-                seals={originator.seal.key_id: originator.seal},
+                seals=check.seals(statement.sender, originator),
             )
+            why = check.seal_refusal(
+                statement.sender, envelope.signatures[0].keyid, revocation.revoked
+            )
+            if why is not None:
+                raise VerificationError(why)
             if revocation.nonce not in proofs or revocation.nonce in revoked:
                 raise VerificationError("it names no consent token of this bundle, or twice")
         except VerificationError as e:
@@ -700,7 +722,7 @@ def _check_consent(
     forwards: list[ForwardStatement] = []
     for envelope in bundle.forwards:
         try:
-            forward = _check_forward(envelope, bundle, statement, descriptors, by_envelope)
+            forward = _check_forward(envelope, bundle, statement, descriptors, by_envelope, check)
         except VerificationError as e:
             check.failures.append(f"a forward statement does not verify: {e.reason}")
             continue
@@ -731,6 +753,7 @@ def _check_forward(
     statement: Statement,
     descriptors: Mapping[str, NodeDescriptor],
     consents: Mapping[str, ConsentProof],
+    check: _Check,
 ) -> ForwardStatement:
     """A forward statement: sealed by the forwarder alone (the Party that received the
     message), binding this statement and envelope and a consent token of the bundle
@@ -740,8 +763,13 @@ def _check_forward(
         raise VerificationError(f"the forwarder {statement.recipient} is not trusted")
     if len(envelope.signatures) != 1:
         raise VerificationError("a forward statement carries the forwarder's seal alone")
-    evidence = verify_envelope(envelope, [forwarder.seal], payload_type=FORWARD_TYPE)
+    evidence = verify_envelope(
+        envelope, check.seals(statement.recipient, forwarder), payload_type=FORWARD_TYPE
+    )
     forward = ForwardStatement.from_payload(evidence.statement)
+    why = check.seal_refusal(statement.recipient, envelope.signatures[0].keyid, forward.created)
+    if why is not None:
+        raise VerificationError(why)
     if forward.forwarder != statement.recipient or forward.originator != statement.sender:
         raise VerificationError("it names another forwarder or originator than the message")
     if (
