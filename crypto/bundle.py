@@ -817,10 +817,13 @@ def _check_log(
         f"{bundle.exported_by}'s audit log had {checkpoint.size} entries with root "
         f"{checkpoint.root.hex()[:16]}…, as its seal signed in checkpoint {origin}."
     )
+    # A witness's earlier seals too (its chain in the bundle's key changes), each for a
+    # cosignature dated inside the seal's validity interval.
     witnesses = {
-        (witness_name(p), note_key_id(witness_name(p), COSIGNATURE_V1, d.seal)): (p, d)
+        (witness_name(p), note_key_id(witness_name(p), COSIGNATURE_V1, key)): (p, key)
         for p, d in descriptors.items()
         if p != bundle.exported_by
+        for key in check.seals(p, d).values()
     }
     log_key = (origin, note_key_id(origin, ED25519, exporter.seal))
     cosigned = []
@@ -831,11 +834,12 @@ def _check_log(
         if witness is None:
             check.failures.append(f"the checkpoint has a signature by an unknown key {line.name}")
             continue
-        party, descriptor = witness
+        party, key = witness
         try:
-            cosignature = verify_cosignature(
-                bundle.checkpoint, line.name, descriptor.seal, origin=origin
-            )
+            cosignature = verify_cosignature(bundle.checkpoint, line.name, key, origin=origin)
+            why = check.seal_refusal(party, key.key_id, cosignature.signed_at)
+            if why is not None:
+                raise VerificationError(why)
         except VerificationError as e:
             check.failures.append(f"the cosignature of {party} does not verify: {e.reason}")
             continue
