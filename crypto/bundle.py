@@ -806,17 +806,39 @@ def _check_log(
         )
         return None
     origin = log_origin(bundle.exported_by)
+    log_seal = exporter.seal
     try:
-        evidence = verify_checkpoint(bundle.checkpoint, origin, origin, exporter.seal)
         note = parse_note(bundle.checkpoint)
+        # A checkpoint carries no date, so an earlier seal of the exporter's chain counts
+        # only if it was never revoked (a node signs with its old seal until every peer
+        # heard of the rotation).
+        chain = check.chains.get(bundle.exported_by)
+        earlier = {
+            note_key_id(origin, ED25519, k.key): k.key
+            for k in (chain.history.keys if chain is not None else ())
+            if k.key_id != exporter.seal.key_id and k.revoked_at is None
+        }
+        signed = [earlier[line.key_id] for line in note.signatures if line.key_id in earlier]
+        if signed and note_key_id(origin, ED25519, exporter.seal) not in {
+            line.key_id for line in note.signatures
+        }:
+            log_seal = signed[0]
+        evidence = verify_checkpoint(bundle.checkpoint, origin, origin, log_seal)
     except VerificationError as e:
         check.failures.append(f"the log checkpoint does not verify: {e.reason}")
         return None
     checkpoint = evidence.checkpoint
+    by = "its seal" if log_seal is exporter.seal else f"its earlier seal {log_seal.key_id[:16]}…"
     check.proven.append(
         f"{bundle.exported_by}'s audit log had {checkpoint.size} entries with root "
-        f"{checkpoint.root.hex()[:16]}…, as its seal signed in checkpoint {origin}."
+        f"{checkpoint.root.hex()[:16]}…, as {by} signed in checkpoint {origin}."
     )
+    if log_seal is not exporter.seal:
+        check.warnings.append(
+            f"The checkpoint is signed by {bundle.exported_by}'s earlier seal "
+            f"{log_seal.key_id[:16]}…, rotated out and never revoked; a checkpoint has no "
+            "date: export again once the node signs with its current seal."
+        )
     # A witness's earlier seals too (its chain in the bundle's key changes), each for a
     # cosignature dated inside the seal's validity interval.
     witnesses = {
@@ -825,7 +847,7 @@ def _check_log(
         if p != bundle.exported_by
         for key in check.seals(p, d).values()
     }
-    log_key = (origin, note_key_id(origin, ED25519, exporter.seal))
+    log_key = (origin, note_key_id(origin, ED25519, log_seal))
     cosigned = []
     for line in note.signatures:
         if (line.name, line.key_id) == log_key:

@@ -113,3 +113,52 @@ def test_attack_revocation_signed_by_the_revoked_seal_itself_is_refused(
     data, trusted = _after_rotation(w, party_b, new, (change, forged))
     failures = "\n".join(_failures(data, trusted))
     assert f"a revocation of {party_b.party_id} does not verify" in failures
+
+
+def _exporter_rotated(w: World, a: Party, new: SigningKey, changes: tuple[KeyChange, ...]):
+    data = dataclasses.replace(Bundle.from_bytes(w.made.data), key_changes=changes).to_bytes()
+    trusted = [descriptor(dataclasses.replace(a, seal=new)), descriptor(w.made.b), descriptor(w.c)]
+    return data, trusted
+
+
+def test_checkpoint_by_the_exporters_earlier_unrevoked_seal_verifies_with_a_note(
+    party_a: Party, party_b: Party, party_c: Party
+) -> None:
+    """A signs with its old seal until B heard of the rotation: its statement, consent
+    token and checkpoint of that time verify against A's current descriptor."""
+    w = world(party_a, party_b, party_c)
+    new = SigningKey.generate()
+    change = _rotation(party_a, new, effective=NOW + timedelta(days=1))
+    data, trusted = _exporter_rotated(w, party_a, new, (change,))
+    evidence = verify_bundle(data, trusted)
+    text = "\n".join(evidence.proven)
+    assert f"signed by the earlier seal {party_a.seal.key_id[:16]}… of {party_a.party_id}" in text
+    assert any(p.startswith("Consent ") and "the earlier seal" in p for p in evidence.proven)
+    assert any("checkpoint is signed by" in n and "earlier seal" in n for n in evidence.warnings)
+
+
+def test_attack_checkpoint_by_the_exporters_revoked_seal_is_refused(
+    party_a: Party, party_b: Party, party_c: Party
+) -> None:
+    """A checkpoint has no date: once the seal that signed it is revoked, it proves
+    nothing (while the statement, dated before the revocation, still verifies)."""
+    w = world(party_a, party_b, party_c)
+    new = SigningKey.generate()
+    change = _rotation(party_a, new, effective=NOW + timedelta(days=1))
+    revocation = RevocationStatement(
+        party=party_a.party_id,
+        key_id=party_a.seal.key_id,
+        revoked_at=NOW + timedelta(days=1, hours=1),
+        reason="ключ печати скомпрометирован",
+        issued=NOW + timedelta(days=1, hours=1),
+    )
+    revoked = KeyChange(revocation.sign(new))
+    data, trusted = _exporter_rotated(w, party_a, new, (change, revoked))
+    try:
+        verify_bundle(data, trusted)
+    except BundleVerificationError as e:
+        assert any("log checkpoint does not verify" in f for f in e.failures)
+        assert not any("statement does not verify" in f for f in e.failures)
+        assert any("revoked its seal" in p for p in e.proven)
+    else:
+        raise AssertionError("the bundle verified")
