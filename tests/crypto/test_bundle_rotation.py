@@ -162,3 +162,19 @@ def test_attack_checkpoint_by_the_exporters_revoked_seal_is_refused(
         assert any("revoked its seal" in p for p in e.proven)
     else:
         raise AssertionError("the bundle verified")
+
+
+def test_attack_two_rotations_to_the_same_seal_are_refused_as_a_fork(
+    party_a: Party, party_b: Party, party_c: Party
+) -> None:
+    """Two different old seals both claiming to lead to B's current seal: the chain is
+    ambiguous, so neither link is trusted."""
+    w = world(party_a, party_b, party_c, forward=True)
+    new = SigningKey.generate()
+    honest = _rotation(party_b, new, effective=NOW + timedelta(days=1))
+    other = Party(party_b.party_id)
+    fork = _rotation(other, new, effective=NOW + timedelta(days=1))
+    data, trusted = _after_rotation(w, party_b, new, (honest, fork))
+    failures = "\n".join(_failures(data, trusted))
+    assert "a fork, refused" in failures
+    assert "a receipt does not verify" in failures
