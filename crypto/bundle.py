@@ -19,7 +19,10 @@ Invariants:
   DSSE signature of an unknown key is a failure here, not ignored, since a bundle is a
   closed piece of evidence.
 - Trust comes only from the node descriptors the auditor passes (`--trust`), whose
-  fingerprints the auditor compared out of band.
+  fingerprints the auditor compared out of band, and from the key changes that link a
+  Party's earlier seals to its descriptor's seal (`crypto.rotation.trace_seal_chain`):
+  an earlier seal counts only for a signature dated inside its validity interval, and
+  every key change in the bundle must be a link some trusted chain used.
 - A consent token proves consent only when signed by the originator (the statement's
   sender) and no one else, for this message's id and statement digest
   (`check_consent_token`, art. 7.3); a revocation only when sealed by the originator, of

@@ -20,6 +20,11 @@ statement claims, so a five-year-old message still verifies (agreement art. 13 k
 art. 7 duties for five years) while anything a revoked key claims to have signed at or
 after its revocation is refused.
 
+`trace_seal_chain` is the offline auditor's version, for evidence bundles: from the seal
+of a descriptor the auditor trusts it walks a Party's seal rotations BACKWARDS (each link
+signed by the seal already trusted and by the old one), then applies its revocations, and
+says in plain words what it established.
+
 Invariants:
 - A statement in memory is well formed: it came from `from_payload`, which checks every
   field, or was built by the node and is signed with `sign`.
