@@ -74,6 +74,7 @@ from . import _audit
 from ._audit import EventKind
 from ._keystore import KeyStoreError, load_signatory
 from ._local_api import current_user
+from ._parts import message_row
 from ._runtime import Node, PeerUnknown
 
 __all__ = [
@@ -145,6 +146,28 @@ def _audit_event(
         _audit.record(session, entry)
     else:
         _audit.record_alone(node, entry)
+
+
+def consent_row(
+    token: ConsentToken, envelope: Envelope, *, status: str, now: datetime
+) -> ConsentRecord:
+    """The row recording a consent token (the signed envelope as received or issued);
+    a token recorded as `USED` was used at `now`."""
+    return ConsentRecord(
+        nonce=token.nonce,
+        message_id=token.message_id,
+        statement_sha256=token.statement_sha256,
+        originator=token.originator,
+        forwarder=token.forwarder,
+        third_party=token.third_party,
+        purpose=token.purpose,
+        issued=token.issued,
+        expires=token.expires,
+        envelope=envelope.to_bytes(),
+        status=status,
+        recorded_at=now,
+        used_at=now if status == USED else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -243,20 +266,7 @@ def grant_consent(
     control = _control_message(
         node, forwarder, CONSENT, row, text, {"consent": signed.to_dict()}, now
     )
-    record = ConsentRecord(
-        nonce=token.nonce,
-        message_id=message_id,
-        statement_sha256=token.statement_sha256,
-        originator=node.party,
-        forwarder=forwarder,
-        third_party=third_party,
-        purpose=purpose,
-        issued=now,
-        expires=expires,
-        envelope=signed.to_bytes(),
-        status=GRANTED,
-        recorded_at=now,
-    )
+    record = consent_row(token, signed, status=GRANTED, now=now)
     with node.db.session() as session:
         session.add(record)
         insert_outgoing(session, control, now=now)
@@ -605,22 +615,7 @@ def record_incoming_control(session: Session, node: Node, message: NewMessage) -
     if message.type == CONSENT:
         token, raw = _incoming_token(node, message.sender, statement)
         if session.get(ConsentRecord, token.nonce) is None:
-            session.add(
-                ConsentRecord(
-                    nonce=token.nonce,
-                    message_id=token.message_id,
-                    statement_sha256=token.statement_sha256,
-                    originator=token.originator,
-                    forwarder=token.forwarder,
-                    third_party=token.third_party,
-                    purpose=token.purpose,
-                    issued=token.issued,
-                    expires=token.expires,
-                    envelope=raw.to_bytes(),
-                    status=GRANTED,
-                    recorded_at=now,
-                )
-            )
+            session.add(consent_row(token, raw, status=GRANTED, now=now))
             session.flush()
             add_event(
                 session,
@@ -754,18 +749,10 @@ def _control_message(
     )
     envelope = sealed.sign([node.seal])
     st = sealed.statement
-    return NewMessage(
-        message_id=st.message_id,
-        sender=st.sender,
-        recipient=st.recipient,
-        type=st.type,
-        marking=dict(st.marking),
-        purpose=st.purpose,
-        created=st.created,
-        expires=st.expires,
+    return message_row(
+        st,
         envelope=envelope.to_bytes(),
         header=sealed.header,
-        in_reply_to=st.in_reply_to,
         parts=(PartRef(st.body.sha256, st.body.size, sealed.body),),
     )
 

@@ -71,7 +71,6 @@ from storage import (
     ForwardRecord,
     Message,
     MessagePart,
-    NewMessage,
     StorageError,
     User,
     add_event,
@@ -90,10 +89,11 @@ from ._consent import (
     _received_message,
     _require_user,
     _timeline,
+    consent_row,
     usable_consent,
 )
 from ._local_api import _verify_stored, current_user
-from ._parts import open_part
+from ._parts import message_row, open_part
 from ._peer_api import REFUSED, _authenticated_peer, _discard, _store_parts
 from ._runtime import PROFILE_HEADER, Node, PeerKeys, PeerUnknown
 from ._stream import MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError, frame_lengths
@@ -502,39 +502,10 @@ def _record_received(
     with node.db.session() as session:
         record_incoming(
             session,
-            NewMessage(
-                message_id=st.message_id,
-                sender=st.sender,
-                recipient=st.recipient,
-                type=st.type,
-                marking=dict(st.marking),
-                purpose=st.purpose,
-                created=st.created,
-                expires=st.expires,
-                envelope=message.to_bytes(),
-                header=header,
-                in_reply_to=st.in_reply_to,
-                parts=tuple(parts),
-            ),
+            message_row(st, envelope=message.to_bytes(), header=header, parts=parts),
             now=now,
         )
-        session.add(
-            ConsentRecord(
-                nonce=token.nonce,
-                message_id=token.message_id,
-                statement_sha256=token.statement_sha256,
-                originator=token.originator,
-                forwarder=token.forwarder,
-                third_party=token.third_party,
-                purpose=token.purpose,
-                issued=token.issued,
-                expires=token.expires,
-                envelope=consent.to_bytes(),
-                status=USED,
-                recorded_at=now,
-                used_at=now,
-            )
-        )
+        session.add(consent_row(token, consent, status=USED, now=now))
         session.add(
             ForwardRecord(
                 forward_id=evidence.forward.forward_id,

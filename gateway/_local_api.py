@@ -74,7 +74,7 @@ from ._audit import EventKind
 from ._groupcommit import BulkWrite
 from ._keys import expiry_warnings
 from ._keystore import KeyStoreError, load_signatory
-from ._parts import open_part, read_part
+from ._parts import message_row, open_part, read_part
 from ._runtime import Node, PeerUnknown
 from ._upload import QueueReader, UploadError, UploadTooLarge, parse_upload
 
@@ -598,18 +598,10 @@ class _Sending:
         signers = [self.signatory, node.seal] if self.signatory else [node.seal]
         envelope = sealed.sign([s for s in signers if s is not None])
         st = sealed.statement
-        message = NewMessage(
-            message_id=st.message_id,
-            sender=st.sender,
-            recipient=st.recipient,
-            type=st.type,
-            marking=dict(st.marking),
-            purpose=st.purpose,
-            created=st.created,
-            expires=st.expires,
+        message = message_row(
+            st,
             envelope=envelope.to_bytes(),
             header=sealed.header,
-            in_reply_to=st.in_reply_to,
             parts=(
                 PartRef(st.body.sha256, st.body.size, sealed.body),
                 *(PartRef(p.sha256, p.size) for p in st.attachments),

@@ -70,7 +70,7 @@ from storage import (
 
 from . import _audit, _workflow
 from ._consent import CONTROL_TYPES, check_incoming_control, record_incoming_control
-from ._parts import INLINE_MAX
+from ._parts import INLINE_MAX, message_row
 from ._runtime import PROFILE_HEADER, Node, PeerUnknown
 from ._stream import MAGIC, MAX_ENVELOPE, MAX_HEADER, AsyncByteReader, StreamError
 from ._tls import peer_certificate_der
@@ -212,20 +212,7 @@ async def _receive_one(
         [node.seal],
     ).to_bytes()
     st = verified.statement
-    message = NewMessage(
-        message_id=message_id,
-        sender=st.sender,
-        recipient=st.recipient,
-        type=st.type,
-        marking=dict(st.marking),
-        purpose=st.purpose,
-        created=st.created,
-        expires=st.expires,
-        envelope=envelope.to_bytes(),
-        header=header,
-        in_reply_to=st.in_reply_to,
-        parts=tuple(parts),
-    )
+    message = message_row(st, envelope=envelope.to_bytes(), header=header, parts=parts)
     return _Accepted(message, receipt, new_blobs, workflow)
 
 
