@@ -828,6 +828,8 @@ def _own_party(session: Session) -> str:
         if key.kind is KeyKind.SEAL and key.store_ref is not None:
             return key.owner
     raise AdminError("this database holds no node seal key: run `accord init` first")
+
+
 def _token_signatory_key(uri: str, pin: bytes) -> VerifyKey:
     """Generate a signatory's key on their token with the PIN they gave."""
     try:

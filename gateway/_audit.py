@@ -57,6 +57,7 @@ from storage import (
     add_checkpoint,
     add_cosignature,
     append_leaf,
+    append_leaves,
     audit_verify,
     get_message,
     get_receipt,
@@ -245,8 +246,11 @@ def record(session: Session, entry: LogEvent) -> int:
 
 
 def record_all(session: Session, entries: Iterable[LogEvent]) -> list[int]:
-    """Append several events, in order, in `session`'s transaction."""
-    return [record(session, e) for e in entries]
+    """Append several events, in order, in `session`'s transaction (one append)."""
+    return append_leaves(
+        session,
+        [(e.to_leaf(), e.at, [e.message_id] if e.message_id else []) for e in entries],
+    )
 
 
 def record_alone(node: Node, entry: LogEvent, *, required: bool = False) -> None:

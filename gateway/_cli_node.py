@@ -48,4 +48,5 @@ def serve(
     logging.getLogger("accord.serve").info(
         "node %s: peer API on %s, local API on %s", config.party, config.peer_url, config.local_url
     )
-    asyncio.run(_serve.serve(node, log_level=log_level.lower()))
+    with asyncio.Runner(loop_factory=_serve.event_loop_factory()) as runner:
+        runner.run(_serve.serve(node, log_level=log_level.lower()))

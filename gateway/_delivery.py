@@ -332,9 +332,7 @@ class DeliveryWorker:
                     )
                 else:
                     outcomes.append(Outcome(lease=lease, kind="delivered", receipt=receipt))
-                    events[lease.message_id] = _delivery_event(
-                        self._node, peer, item, now, receipt
-                    )
+                    events[lease.message_id] = _delivery_event(self._node, peer, item, now, receipt)
             else:
                 outcomes.append(self._retry_or_fail(lease, "unintelligible answer"))
         self._commit(outcomes, events)

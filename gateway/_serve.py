@@ -163,6 +163,17 @@ class _LiveTls:
             log.error("could not adopt the rotated TLS certificate: %s", e)
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (it is a dependency on Linux and macOS):
+    the same asyncio API, with the loop, its TLS and its sockets in C, which a busy node
+    spends less CPU on; None (asyncio's own loop) elsewhere."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return None
+    return uvloop.new_event_loop
+
+
 async def _announce(ready: Callable[[], None], *servers: uvicorn.Server) -> None:
     while not all(s.started for s in servers):
         await asyncio.sleep(0.02)

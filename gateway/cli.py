@@ -37,6 +37,7 @@ class RoleChoice(StrEnum):
     ADMIN = "admin"
     AUDITOR = "auditor"
 
+
 app = typer.Typer(
     name="accord",
     help="Accord: a secure document exchange gateway for Parties to a cooperation agreement.",

@@ -317,9 +317,7 @@ class Case:
     def allowed(self, side: Side | None = None) -> tuple[Kind, ...]:
         """The steps this state allows (to `side`, when given), in a stable order."""
         return tuple(
-            k
-            for k in Kind
-            if k in TRANSITIONS[self.state] and (side is None or side in ACTORS[k])
+            k for k in Kind if k in TRANSITIONS[self.state] and (side is None or side in ACTORS[k])
         )
 
     def to_dict(self, now: datetime) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,6 +65,7 @@ __all__ = [
     "add_cosignature",
     "add_witness_evidence",
     "append_leaf",
+    "append_leaves",
     "audit_verify",
     "get_checkpoint",
     "get_leaf",
@@ -204,38 +206,58 @@ def append_leaf(
     transactions commit; a rolled-back transaction gives its index back. `message_ids`
     names the messages the event is about, so that `leaves_for_message` finds it.
     """
-    now = require_aware(now, "now")
+    return append_leaves(session, [(leaf, now, message_ids)])[0]
+
+
+def append_leaves(
+    session: Session, entries: Sequence[tuple[bytes, datetime, Sequence[str]]]
+) -> list[int]:
+    """Append several events, in order, each `(leaf, appended_at, message_ids)` as for
+    `append_leaf`, and return their consecutive indexes.
+
+    One lock of the state row and one statement per table for the whole batch (a busy
+    node appends a leaf for every message sent, delivered and received), with the same
+    rows, hashes and gapless indexes as that many `append_leaf` calls. Every entry is
+    checked before anything is written: one bad entry appends none of them."""
     _require_writable(session)
-    if not isinstance(leaf, bytes):
-        raise InvalidValue("an audit leaf is bytes (the event's canonical JSON)")
-    if len(leaf) > MAX_LEAF_BYTES:
-        raise InvalidValue(
-            f"an audit leaf is at most {MAX_LEAF_BYTES} bytes: log events, not content"
-        )
+    checked = []
+    for leaf, now, message_ids in entries:
+        now = require_aware(now, "now")
+        if not isinstance(leaf, bytes):
+            raise InvalidValue("an audit leaf is bytes (the event's canonical JSON)")
+        if len(leaf) > MAX_LEAF_BYTES:
+            raise InvalidValue(
+                f"an audit leaf is at most {MAX_LEAF_BYTES} bytes: log events, not content"
+            )
+        checked.append((leaf, now, message_ids))
+    if not checked:
+        return []
     connection = session.connection()
-    index, stored_frontier = _lock_state(connection)
-    frontier = _split_frontier(index, stored_frontier)
-    hashed = current = _leaf_hash(leaf)
-    nodes = [{"level": 0, "index": index, "hash": current}]
-    level = 0
-    # Each set low bit of the old size is a left sibling waiting in the frontier.
-    while index >> level & 1:
-        current = _node_hash(frontier.pop(), current)
-        level += 1
-        if _stored(level):
-            nodes.append({"level": level, "index": index >> level, "hash": current})
-    frontier.append(current)
-    connection.execute(
-        _INSERT_LEAF, {"index": index, "leaf": leaf, "leaf_hash": hashed, "appended_at": now}
-    )
+    first, stored_frontier = _lock_state(connection)
+    frontier = _split_frontier(first, stored_frontier)
+    leaves: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    for index, (leaf, now, message_ids) in enumerate(checked, start=first):
+        hashed = current = _leaf_hash(leaf)
+        nodes.append({"level": 0, "index": index, "hash": current})
+        level = 0
+        # Each set low bit of the old size is a left sibling waiting in the frontier.
+        while index >> level & 1:
+            current = _node_hash(frontier.pop(), current)
+            level += 1
+            if _stored(level):
+                nodes.append({"level": level, "index": index >> level, "hash": current})
+        frontier.append(current)
+        leaves.append({"index": index, "leaf": leaf, "leaf_hash": hashed, "appended_at": now})
+        links.extend({"message_id": m, "index": index} for m in dict.fromkeys(message_ids))
+    size = first + len(checked)
+    connection.execute(_INSERT_LEAF, leaves)
     connection.execute(_INSERT_NODES, nodes)
-    connection.execute(_UPDATE_STATE, {"new_size": index + 1, "new_frontier": b"".join(frontier)})
-    if message_ids:
-        connection.execute(
-            _INSERT_MESSAGE_LEAVES,
-            [{"message_id": m, "index": index} for m in dict.fromkeys(message_ids)],
-        )
-    return index
+    connection.execute(_UPDATE_STATE, {"new_size": size, "new_frontier": b"".join(frontier)})
+    if links:
+        connection.execute(_INSERT_MESSAGE_LEAVES, links)
+    return list(range(first, size))
 
 
 # --- Reading the tree ------------------------------------------------------------------

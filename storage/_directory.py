@@ -113,12 +113,7 @@ def find_peer_by_certificate(session: Session, tls_cert_sha256: str) -> Peer:
     if peer is not None:
         return peer
     key = session.get(Key, tls_cert_sha256)
-    if (
-        key is not None
-        and key.kind is KeyKind.TLS
-        and key.store_ref is None
-        and key.status.usable
-    ):
+    if key is not None and key.kind is KeyKind.TLS and key.store_ref is None and key.status.usable:
         peer = session.get(Peer, key.owner)
         if peer is not None:
             return peer

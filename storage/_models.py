@@ -485,6 +485,8 @@ class AgreementNotice(_Table, table=True):
     direction: Direction = Field(sa_type=EnumText(Direction, 8))
     kind: str = Field(sa_type=String(32))
     recorded_at: datetime = Field(sa_type=UTCDateTime)
+
+
 # --- Consent to transfer and forwarded messages (agreement art. 7.2, 7.3) ---------------
 
 
@@ -532,6 +534,8 @@ class ForwardRecord(_Table, table=True):
     header: bytes = Field(sa_type=LargeBinary)
     receipt: bytes | None = Field(default=None, sa_type=LargeBinary)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
 # --- The log wired into the node, and witnessing (revision 0007_audit) ----------------
 
 
@@ -576,6 +580,8 @@ class WitnessEvidence(_Table, table=True):
     note: str = Field(sa_type=Text)
     reason: str = Field(sa_type=Text)
     detected_at: datetime = Field(sa_type=UTCDateTime)
+
+
 # --- Key lifecycle (issue 5; see `_directory` and `gateway._keys`) ----------------------
 
 

@@ -35,11 +35,13 @@ from storage import (
     add_checkpoint,
     add_cosignature,
     append_leaf,
+    append_leaves,
     audit_verify,
     get_checkpoint,
     get_leaf,
     latest_checkpoint,
     leaf_hashes,
+    leaves_for_message,
     list_checkpoints,
     list_cosignatures,
     tree_head,
@@ -136,6 +138,41 @@ def test_reads_outside_the_tree_are_not_found(db: Database) -> None:
         ):
             with pytest.raises(NotFound):
                 call()
+
+
+def test_a_bulk_append_writes_what_single_appends_write(db: Database, tmp_path: Path) -> None:
+    # 3 single appends, then 70 in one batch (crossing stored levels 4 and 8's
+    # boundaries), against a second log of 73 single appends.
+    leaves = [event(i) for i in range(73)]
+    fill(db, 3)
+    with db.session() as session:
+        batch = [(leaf, at(i), [f"m-{i}", f"m-{i}"]) for i, leaf in enumerate(leaves[3:], 3)]
+        assert append_leaves(session, batch) == list(range(3, 73))
+        assert append_leaves(session, []) == []
+    single = Database.open(f"sqlite:///{tmp_path / 'single.db'}")
+    single.migrate()
+    fill(single, 73)
+    with (
+        single,
+        db.session(readonly=True) as bulk_s,
+        single.session(readonly=True) as single_s,
+    ):
+        assert tree_head(bulk_s) == tree_head(single_s)
+        every = [(level, i) for level in (0, 4) for i in range(73 >> level)]
+        assert tree_nodes(bulk_s, every) == tree_nodes(single_s, every)
+        assert [x.index for x in leaves_for_message(bulk_s, "m-40")] == [40]
+    assert verify(db).ok
+
+
+def test_a_bulk_append_with_one_bad_entry_appends_none(db: Database) -> None:
+    fill(db, 2)
+    with db.session() as session, pytest.raises(InvalidValue):
+        append_leaves(
+            session, [(event(2), T0, []), (b"x" * (64 * 1024 + 1), T0, []), (event(4), T0, [])]
+        )
+    with db.session(readonly=True) as session:
+        assert tree_size(session) == 2
+    assert verify(db).ok
 
 
 def test_append_refuses_bad_input(db: Database) -> None:
