@@ -147,6 +147,10 @@ class DeliveryWorker:
             while not stop.is_set():
                 # Cleared before leasing: a message queued while the lease runs sets it
                 # again, and the wait below returns at once.
+                if in_flight and cfg.linger > 0:
+                    # The wire is busy: let more messages come due, so that the next
+                    # batch is fuller (a batch costs both nodes about as much as a message).
+                    await asyncio.wait({*in_flight}, timeout=cfg.linger)
                 self._wake.clear()
                 started = 0
                 free = MAX_IN_FLIGHT - len(in_flight)

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from crypto import (
     Envelope,
@@ -55,7 +56,6 @@ from storage import (
     Role,
     StorageError,
     User,
-    find_user_by_token_hash,
     get_message,
     get_parts,
     insert_draft,
@@ -105,15 +105,22 @@ class NewUserBody(BaseModel):
     signatory_passphrase: str | None = None
 
 
-def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
-    """The user whose API token the request carries (only its SHA-256 is stored)."""
+async def current_user(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> User:
+    """The user whose API token the request carries (only its SHA-256 is stored).
+
+    A user found in the last `Node.user_cache_seconds` is answered from memory, on the
+    event loop: a busy client's every request would otherwise take a thread and a read
+    transaction for the same row."""
     node: Node = request.app.state.node
     if not authorization or not authorization.startswith("Bearer "):
         raise _problem(401, "missing API token: pass --token or set ACCORD_TOKEN")
     token = authorization.removeprefix("Bearer ").strip()
     digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-    with node.db.session(readonly=True) as session:
-        user = find_user_by_token_hash(session, digest)
+    user = node.cached_user(digest)
+    if user is None:
+        user = await run_in_threadpool(node.user_by_token, digest)
     if user is None:
         raise _problem(401, "unknown or disabled API token: ask the node's admin for one")
     return user
@@ -426,13 +433,18 @@ class _Sending:
         queue_outgoing: BulkWrite,
     ) -> None:
         self.node, self.user, self.readers = node, user, readers
+        self.queue_outgoing = queue_outgoing
+        # One read transaction for every check (this runs for each message sent).
+        with node.db.session(readonly=True) as session:
+            self._check(session, meta)
+
+    def _check(self, session: Session, meta: dict[str, Any]) -> None:
+        node, user = self.node, self.user
         try:
-            with node.db.session(readonly=True) as session:
-                # A workflow step names its case; the recipient and purpose follow from it.
-                meta = _workflow.reply_defaults(session, user, meta)
+            # A workflow step names its case; the recipient and purpose follow from it.
+            meta = _workflow.reply_defaults(session, user, meta)
         except _workflow.WorkflowRefused as e:
             raise _SendRefused(str(e), e.status) from e
-        self.queue_outgoing = queue_outgoing
         to = meta.get("to")
         kind = meta.get("type", "request")
         purpose = meta.get("purpose")
@@ -476,19 +488,18 @@ class _Sending:
         # The agreement's rules (art. 4 to 7, 13), checked before anything is sealed.
         self.periods = _workflow.periods_of(node)
         try:
-            with node.db.session(readonly=True) as session:
-                self.plan = _workflow.plan_outgoing(
-                    session,
-                    party=node.party,
-                    user=user,
-                    meta=meta,
-                    message_type=kind,
-                    to=to,
-                    marking=self.marking,
-                    lowest_level=node.profile.scheme.levels[0],
-                    now=node.clock(),
-                    periods=self.periods,
-                )
+            self.plan = _workflow.plan_outgoing(
+                session,
+                party=node.party,
+                user=user,
+                meta=meta,
+                message_type=kind,
+                to=to,
+                marking=self.marking,
+                lowest_level=node.profile.scheme.levels[0],
+                now=node.clock(),
+                periods=self.periods,
+            )
         except _workflow.WorkflowRefused as e:
             raise _SendRefused(str(e), e.status) from e
         self.extensions: dict[str, Any] = dict(self.plan.extensions) if self.plan else {}
@@ -510,11 +521,10 @@ class _Sending:
             except (KeyStoreError, KeyFileError, OSError) as e:
                 raise _SendRefused(f"cannot use your signing key: {e}") from e
         if self.in_reply_to is not None:
-            with node.db.session(readonly=True) as session:
-                try:
-                    get_message(session, str(self.in_reply_to))
-                except NotFound as e:
-                    raise _SendRefused(f"no message {self.in_reply_to} to reply to") from e
+            try:
+                get_message(session, str(self.in_reply_to))
+            except NotFound as e:
+                raise _SendRefused(f"no message {self.in_reply_to} to reply to") from e
 
     def _body(self, opened: Sequence[OpenedPart]) -> bytes:
         return canonical_json(

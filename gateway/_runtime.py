@@ -19,7 +19,17 @@ from datetime import UTC, datetime
 from crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
 from crypto.tls import TlsIdentity
 from policy import Profile, default_profile
-from storage import BlobStore, Database, KeyKind, KeyStatus, Peer, PeerStatus, list_keys
+from storage import (
+    BlobStore,
+    Database,
+    KeyKind,
+    KeyStatus,
+    Peer,
+    PeerStatus,
+    User,
+    find_user_by_token_hash,
+    list_keys,
+)
 from storage import get_peer as _get_peer
 
 from ._flow import Backlog
@@ -76,11 +86,14 @@ class Node:
     # calls it when the key history changes (`gateway._keys.load_key_ring`).
     key_loader: Callable[[datetime], NodeKeys] | None = None
     peer_cache_seconds: float = 5.0
+    # A local user found by API token is remembered this long (`user_by_token`).
+    user_cache_seconds: float = 2.0
     # Set by `accord serve`: trusts, in the running peer API's TLS context, the peer
     # certificates the registry gained (a peer's TLS rotation), before its statement is
     # acknowledged (gateway/_serve.py).
     refresh_pins: Callable[[], Awaitable[None]] | None = None
     _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
+    _user_cache: dict[str, tuple[float, User]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
     _writes: GroupCommit | None = None
     _executor: ThreadPoolExecutor | None = None
@@ -111,6 +124,29 @@ class Node:
     @property
     def party(self) -> str:
         return self.config.party
+
+    # -- Local users -----------------------------------------------------------------
+
+    def cached_user(self, token_sha256: str) -> User | None:
+        """The enabled user holding this token as found in the last `user_cache_seconds`,
+        else None (look it up with `user_by_token`). Users are managed by `accord user`
+        in another process too, so a change takes effect here within that time; a token
+        not found is never remembered, so a new user's works at once."""
+        cached = self._user_cache.get(token_sha256)
+        if cached and time.monotonic() - cached[0] < self.user_cache_seconds:
+            return cached[1]
+        return None
+
+    def user_by_token(self, token_sha256: str) -> User | None:
+        """The enabled user holding the token with this SHA-256 hex, read from the store
+        (blocking) and remembered for `cached_user`."""
+        with self.db.session(readonly=True) as session:
+            user = find_user_by_token_hash(session, token_sha256)
+        if user is None:
+            self._user_cache.pop(token_sha256, None)
+        else:
+            self._user_cache[token_sha256] = (time.monotonic(), user)
+        return user
 
     # -- Peers -----------------------------------------------------------------------
 

@@ -70,6 +70,9 @@ class DeliveryConfig:
     lease_seconds: float = 120.0
     poll_interval: float = 0.2
     connect_timeout: float = 5.0
+    # While batches are on the wire, wait this long before leasing the next one, so that a
+    # busy node sends fewer, fuller batches (0 leases at once; an idle node never waits).
+    linger: float = 0.02
 
 
 @dataclass(frozen=True)
