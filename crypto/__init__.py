@@ -11,6 +11,7 @@ from .errors import CryptoError, KeyFileError, SigningError, VerificationError
 from .keys import (
     DecryptionKey,
     KdfCost,
+    Passphrase,
     RecipientKey,
     Signer,
     SigningKey,
@@ -52,6 +53,7 @@ __all__ = [
     "MessageOpener",
     "OpenedPart",
     "PartDigest",
+    "Passphrase",
     "Receipt",
     "RecipientKey",
     "SealedMessage",

@@ -30,6 +30,7 @@ __all__ = [
     "DecryptionKey",
     "DecryptionKeyRing",
     "KdfCost",
+    "Passphrase",
     "RecipientKey",
     "Signer",
     "SigningKey",
@@ -152,6 +153,44 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
     def verify_key(self) -> VerifyKey: ...
+
+
+class Passphrase(bytes):
+    """A passphrase that a long-running process keeps to reopen its key files (a node
+    adopting rotated keys): the Argon2id derivations made with it are remembered, by salt
+    and cost, so reopening the same file costs no second derivation, and no second peak
+    of its memory (64 MiB at the interactive cost) while the node serves.
+
+    It is the passphrase's bytes, so it goes wherever a passphrase does; plain `bytes`
+    remember nothing. What it remembers opens only the files the passphrase opens, and
+    lives as long as the object, which the process holds anyway. Never give one to code
+    that must forget a passphrase after one use (a signatory's, art. 4.4)."""
+
+    _derived: dict[tuple[bytes, int, int, int], bytes]
+
+    def __new__(cls, value: bytes) -> Passphrase:
+        made = super().__new__(cls, value)
+        made._derived = {}
+        return made
+
+    def __repr__(self) -> str:  # never print the passphrase, even in a traceback
+        return "<Passphrase>"
+
+    __str__ = __repr__
+
+
+def derive_from_passphrase(
+    passphrase: bytes, salt: bytes, opslimit: int, memlimit: int, size: int = 32
+) -> bytes:
+    """Argon2id of `passphrase` (remembered when it is a `Passphrase`)."""
+    if not isinstance(passphrase, Passphrase):
+        return _primitives.argon2id(passphrase, salt, opslimit, memlimit, size)
+    slot = (salt, opslimit, memlimit, size)
+    derived = passphrase._derived.get(slot)
+    if derived is None:
+        derived = _primitives.argon2id(bytes(passphrase), salt, opslimit, memlimit, size)
+        passphrase._derived[slot] = derived
+    return derived
 
 
 @dataclass(frozen=True)
@@ -330,7 +369,7 @@ def load_private_key(data: bytes, passphrase: bytes) -> SigningKey | DecryptionK
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
         raise KeyFileError(f"damaged or unknown key file: {e}") from e
     try:
-        wrapping = _primitives.argon2id(passphrase, salt, opslimit, memlimit)
+        wrapping = derive_from_passphrase(passphrase, salt, opslimit, memlimit)
         secret = _primitives.xchacha20poly1305_decrypt(wrapping, nonce, sealed, dumps(header))
     except _primitives.PrimitiveError as e:
         raise KeyFileError(

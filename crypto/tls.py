@@ -33,6 +33,7 @@ from pathlib import Path
 from crypto import _primitives, _x509
 from crypto._x509 import KeyType
 from crypto.errors import CryptoError
+from crypto.keys import derive_from_passphrase
 
 __all__ = [
     "PinEvidence",
@@ -405,7 +406,7 @@ def _split_hosts(
 def _pem_password(passphrase: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
     # Hex keeps the derived key free of NUL bytes, which OpenSSL's password callbacks and
     # PKCS#8 tools treat as string terminators.
-    return _primitives.argon2id(passphrase, salt, opslimit, memlimit).hex().encode("ascii")
+    return derive_from_passphrase(passphrase, salt, opslimit, memlimit).hex().encode("ascii")
 
 
 def _parse_key_file(data: bytes, directory: Path) -> tuple[bytes, int, int, bytes]:

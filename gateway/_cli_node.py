@@ -23,12 +23,16 @@ def serve(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from crypto.keys import Passphrase
+
     from ._keystore import KeyStoreError, NodeKeys, passphrase_from_env_or_prompt
     from .config import ConfigError
 
     try:
         _home(home).load_config()  # A wrong --home is told first, as before.
-        passphrase = passphrase_from_env_or_prompt()
+        # Kept by the node to reopen its keys when they rotate; every file opened here is
+        # not derived again (`crypto.keys.Passphrase`).
+        passphrase = Passphrase(passphrase_from_env_or_prompt())
         # The key files are opened before the web stack and the database layer are
         # imported: each Argon2id derivation briefly takes 64 MiB, and on top of a
         # process with everything loaded that was the node's peak RSS (158 MiB).

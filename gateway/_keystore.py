@@ -23,15 +23,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from crypto import DecryptionKey, KdfCost, KeyFileError, Signer, SigningKey, load_private_key
 from crypto.tls import TlsError, TlsIdentity
-from storage import Database, KeyStatus, NotFound, get_key
 
 from .config import ConfigError, Home
+
+if TYPE_CHECKING:
+    # Imported where used: `accord serve` opens the node's key files before the database
+    # layer is loaded, so that their Argon2id derivations (64 MiB each) run on top of a
+    # small process (its peak RSS, docs/benchmarks.md).
+    from storage import Database
 
 __all__ = [
     "NODE_PASSPHRASE_VAR",
@@ -184,7 +189,7 @@ class NodeKeys:
 
 def _signatory_token_ref(db: Database, user: str) -> tuple[str, str] | None:
     """(URI, key id) of `user`'s active signatory key if it lives on a token."""
-    from storage import KeyKind, list_keys
+    from storage import KeyKind, KeyStatus, list_keys
 
     with db.session(readonly=True) as session:
         for key in list_keys(session, owner=user, kind=KeyKind.SIGNATORY):
@@ -339,6 +344,8 @@ def load_signatory(
     if not isinstance(key, SigningKey):
         raise KeyStoreError(f"{path} does not hold an Ed25519 signing key. Restore it")
     if db is not None:
+        from storage import KeyStatus, NotFound, get_key
+
         with db.session(readonly=True) as session:
             try:
                 record = get_key(session, key.key_id)

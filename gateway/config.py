@@ -72,7 +72,7 @@ class DeliveryConfig:
     connect_timeout: float = 5.0
     # While batches are on the wire, wait this long before leasing the next one, so that a
     # busy node sends fewer, fuller batches (0 leases at once; an idle node never waits).
-    linger: float = 0.02
+    linger: float = 0.05
 
 
 @dataclass(frozen=True)

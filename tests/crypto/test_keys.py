@@ -11,6 +11,7 @@ from crypto import (
     DecryptionKey,
     KdfCost,
     KeyFileError,
+    Passphrase,
     RecipientKey,
     SigningKey,
     VerifyKey,
@@ -125,3 +126,48 @@ def test_age_identity_round_trip() -> None:
     recipient = key.recipient().to_age_recipient()
     assert recipient.startswith("age1")
     assert RecipientKey.from_age_recipient(recipient) == key.recipient()
+
+
+class CountingArgon2:
+    """Counts the real derivations (a spy: each call still runs libsodium's Argon2id)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from crypto import _primitives
+
+        self.calls = 0
+        real = _primitives.argon2id
+
+        def counted(*args: object, **kwargs: object) -> bytes:
+            self.calls += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_primitives, "argon2id", counted)
+
+
+def test_a_kept_passphrase_derives_each_key_file_once(monkeypatch) -> None:
+    seal, enc = SigningKey.generate(), DecryptionKey.generate()
+    files = [k.to_encrypted_file(PASSPHRASE, cost=FAST) for k in (seal, enc)]
+    argon2 = CountingArgon2(monkeypatch)
+    kept = Passphrase(PASSPHRASE)
+    for _ in range(3):
+        assert [load_private_key(f, kept).key_id for f in files] == [seal.key_id, enc.key_id]
+    assert argon2.calls == 2  # once per file (per salt), not once per opening
+    # Plain bytes remember nothing: a signatory's passphrase is derived at every use.
+    load_private_key(files[0], PASSPHRASE)
+    load_private_key(files[0], PASSPHRASE)
+    assert argon2.calls == 4
+
+
+def test_a_kept_wrong_passphrase_stays_wrong(monkeypatch) -> None:
+    data = SigningKey.generate().to_encrypted_file(PASSPHRASE, cost=FAST)
+    wrong = Passphrase(b"not the passphrase")
+    for _ in range(2):
+        with pytest.raises(KeyFileError, match="wrong passphrase"):
+            load_private_key(data, wrong)
+
+
+def test_a_kept_passphrase_never_shows_itself() -> None:
+    kept = Passphrase(PASSPHRASE)
+    assert kept == PASSPHRASE
+    assert PASSPHRASE.decode() not in repr(kept) and PASSPHRASE.decode() not in str(kept)
+    assert "пароль" not in f"{kept!r} {kept}"

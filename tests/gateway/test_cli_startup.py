@@ -30,6 +30,16 @@ def test_cli_import_loads_no_database_web_or_key_code() -> None:
     assert "crypto" not in loaded
 
 
+def test_serve_opens_the_node_keys_before_the_database_layer_is_loaded() -> None:
+    """`accord serve` opens the key files (an Argon2id derivation of 64 MiB each) with what
+    `gateway._keystore` loads: without the database layer and the web stack, so that the
+    derivations sit on a small process, which keeps the node's peak RSS under 150 MiB."""
+    loaded = _modules_after("import gateway.cli, gateway._cli_node, gateway._keystore")
+    assert "gateway._keystore" in loaded
+    for heavy in ("storage", "sqlalchemy", "sqlmodel", "alembic", "fastapi", "uvicorn"):
+        assert heavy not in loaded, heavy
+
+
 def test_cli_choices_are_the_stored_roles_and_the_admin_clearances() -> None:
     """The `user add` choices are spelled in the CLI module so that parsing needs no
     database layer; they must stay what storage and the admin functions accept."""
