@@ -2,7 +2,8 @@
 
 X25519 runs in libsodium; these tests pin it to RFC 7748 and to pyca/cryptography (OpenSSL),
 which Accord used before, so that the change of library cannot change which keys agree or
-which peer points are refused.
+which peer points are refused. HMAC-SHA-256 and HKDF-SHA-256 are pinned to RFC 4231 and
+RFC 5869, whichever implementation is behind them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from crypto._primitives import (
     PrimitiveError,
     X25519Identity,
+    hkdf_sha256,
+    hmac_sha256,
     x25519_public,
     x25519_public_and_shared,
     x25519_shared,
@@ -89,3 +92,58 @@ def test_x25519_wrong_length_refused(size: int) -> None:
         X25519Identity(bytes(size))
     with pytest.raises(PrimitiveError):
         X25519Identity(ALICE_PRIVATE).shared(bytes(size))
+
+
+# RFC 4231 test cases 1, 2 and 6 (a key longer than the block is hashed first).
+HMAC_VECTORS = [
+    (b"\x0b" * 20, b"Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    (
+        b"Jefe",
+        b"what do ya want for nothing?",
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    ),
+    (
+        b"\xaa" * 131,
+        b"Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    ),
+]
+
+# RFC 5869 test cases 1 to 3 (SHA-256): several output blocks, long inputs, empty salt.
+HKDF_VECTORS = [
+    (
+        b"\x0b" * 22,
+        bytes(range(13)),
+        bytes(range(0xF0, 0xFA)),
+        42,
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+    ),
+    (
+        bytes(range(0x50)),
+        bytes(range(0x60, 0xB0)),
+        bytes(range(0xB0, 0x100)),
+        82,
+        "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c"
+        "59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71"
+        "cc30c58179ec3e87c14c01d5c1f3434f1d87",
+    ),
+    (
+        b"\x0b" * 22,
+        b"",
+        b"",
+        42,
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "data", "expected"), HMAC_VECTORS)
+def test_hmac_sha256_rfc4231_vectors(key: bytes, data: bytes, expected: str) -> None:
+    assert hmac_sha256(key, data).hex() == expected
+
+
+@pytest.mark.parametrize(("ikm", "salt", "info", "length", "expected"), HKDF_VECTORS)
+def test_hkdf_sha256_rfc5869_vectors(
+    ikm: bytes, salt: bytes, info: bytes, length: int, expected: str
+) -> None:
+    assert hkdf_sha256(ikm, salt, info, length).hex() == expected
