@@ -122,7 +122,9 @@ class Envelope:
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse an envelope; it must be canonical JSON. Raises `VerificationError`."""
-        envelope = cls.from_dict(loads_canonical(data))
+        envelope = _from_plain_wire(cls, data)
+        if envelope is None:
+            envelope = cls.from_dict(loads_canonical(data))
         # The bytes were proven canonical: they are the envelope's one byte form.
         envelope.__dict__["_canonical"] = bytes(data)
         return envelope
@@ -141,6 +143,60 @@ class Envelope:
         """Co-sign: the same payload with further signatures (a seal after a signatory)."""
         extra = tuple(_sign_one(s, self.payload_type, self.payload) for s in signers)
         return Envelope(self.payload_type, self.payload, self.signatures + extra)
+
+
+# The canonical wire form of an envelope whose strings need no JSON escape, which is every
+# envelope Accord writes: the keys in RFC 8785 order, no whitespace, canonical base64, and
+# each signature a fixed-size object ({"keyid":"<64 hex>","sig":"<88 base64>"}, 173
+# bytes, comma-separated). For such bytes the JSON parse and the canonical re-encoding
+# prove nothing more, so `_from_plain_wire` reads them directly.
+_WIRE_PREFIX = b'{"payload":"'
+_WIRE_SIGNATURE = rb'\{"keyid":"[0-9a-f]{64}","sig":"[A-Za-z0-9+/]{86}=="\}'
+_WIRE_SIGNATURE_SIZE = 173
+_WIRE_REST = re.compile(
+    rb'","payloadType":"(?P<payload_type>[\x21\x23-\x5b\x5d-\x7e][\x20\x21\x23-\x5b\x5d-\x7e]*)",'
+    rb'"signatures":\[(?P<signatures>' + _WIRE_SIGNATURE + rb"(?:," + _WIRE_SIGNATURE + rb")*)\]\}"
+)
+
+
+def _from_plain_wire(cls: type[Envelope], data: bytes) -> Envelope | None:
+    """The envelope in `data` if it is in the plain canonical form above, else None.
+
+    It only ever accepts: any doubt (another shape, an escape, bad base64, an envelope that
+    breaks an invariant) returns None, and the general parser gives the verdict and its
+    error. What it accepts, the general parser accepts identically: a JSON string of
+    base64 or of printable ASCII other than '"' and '\\' is written without escapes, so the
+    bytes are the canonical form of the object read (`tests/crypto/test_envelope.py`
+    compares both parsers on every one-byte edit of real envelopes).
+    """
+    if not data.startswith(_WIRE_PREFIX):
+        return None
+    end = data.find(b'"', len(_WIRE_PREFIX))
+    rest = _WIRE_REST.fullmatch(data, end) if end > 0 else None
+    if rest is None:
+        return None
+    listed = rest["signatures"]
+    try:
+        signatures = tuple(
+            Signature(
+                listed[i + 10 : i + 74].decode("ascii"),
+                _canonical_b64decode(listed[i + 83 : i + 171]),
+            )
+            for i in range(0, len(listed), _WIRE_SIGNATURE_SIZE + 1)
+        )
+        payload = _canonical_b64decode(data[len(_WIRE_PREFIX) : end])
+        return cls(rest["payload_type"].decode("ascii"), payload, signatures)
+    except (VerificationError, binascii.Error):
+        return None
+
+
+def _canonical_b64decode(text: bytes) -> bytes:
+    """Strict base64 (the alphabet, then padding only at the end) that re-encodes to
+    `text`; raises `binascii.Error` or `VerificationError` otherwise."""
+    raw = binascii.a2b_base64(text, strict_mode=True)
+    if binascii.b2a_base64(raw, newline=False) != text:
+        raise VerificationError("non-canonical base64")
+    return raw
 
 
 def _b64decode(text: Any) -> bytes:
