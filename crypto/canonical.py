@@ -135,7 +135,8 @@ def loads_canonical(data: bytes) -> Any:
         raise VerificationError(f"malformed JSON: {e}") from e
     try:
         # A lone surrogate escape parses but cannot be written as UTF-8 (a ValueError).
-        canonical = _stdlib_dumps(obj) if _BEYOND_BMP.search(data) is None else dumps(obj)
+        plain = data.isascii() or _BEYOND_BMP.search(data) is None
+        canonical = _stdlib_dumps(obj) if plain else dumps(obj)
     except ValueError as e:
         raise VerificationError(f"JSON cannot be canonical: {e}") from e
     if canonical != data:

@@ -286,7 +286,11 @@ def verify_envelope(
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
-    keys = dict(trusted) if isinstance(trusted, Mapping) else {k.key_id: k for k in trusted}
+    # A list is the usual argument: test for it before the (slower) abstract Mapping.
+    if not isinstance(trusted, list | tuple) and isinstance(trusted, Mapping):
+        keys = dict(trusted)
+    else:
+        keys = {k.key_id: k for k in trusted}
     if envelope.payload_type != payload_type:  # 1
         raise VerificationError(
             f"payload type {envelope.payload_type!r} where {payload_type!r} was expected"

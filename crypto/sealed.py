@@ -67,6 +67,13 @@ STATEMENT_VERSION = 1
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_ATTACHMENTS = 256
 _COMMITMENT_INFO = b"accord/v1 file-key commitment"
+# The exact keys of a statement and of a part digest: a parsed object with any other set
+# goes to `require_keys` for the error that names what is missing or unknown.
+_STATEMENT_FIELDS = frozenset({
+    "v", "message_id", "sender", "recipient", "created", "expires", "marking", "purpose",
+    "type", "in_reply_to", "body", "attachments", "key_commitment", "extensions",
+})  # fmt: skip
+_PART_FIELDS = frozenset({"sha256", "size"})
 
 
 def new_message_id() -> str:
@@ -92,7 +99,8 @@ class PartDigest:
 
     @classmethod
     def from_dict(cls, data: Any, what: str) -> PartDigest:
-        data = require_keys(data, {"sha256", "size"}, set(), what)
+        if type(data) is not dict or data.keys() != _PART_FIELDS:
+            data = require_keys(data, set(_PART_FIELDS), set(), what)
         return cls(
             parse_hex64(data["sha256"], f"{what}.sha256"), parse_int(data["size"], f"{what}.size")
         )
@@ -165,12 +173,8 @@ class Statement:
     @classmethod
     def from_payload(cls, data: Any) -> Statement:
         """Parse a verified payload into a statement; raise `VerificationError` if malformed."""
-        fields = {
-            "v", "message_id", "sender", "recipient", "created", "expires", "marking",
-            "purpose", "type", "in_reply_to", "body", "attachments", "key_commitment",
-            "extensions",
-        }  # fmt: skip
-        data = require_keys(data, fields, set(), "statement")
+        if type(data) is not dict or data.keys() != _STATEMENT_FIELDS:
+            data = require_keys(data, set(_STATEMENT_FIELDS), set(), "statement")
         if data["v"] != STATEMENT_VERSION:
             raise VerificationError(f"unsupported statement version {data['v']!r}")
         if not isinstance(data["marking"], dict) or not isinstance(data["extensions"], dict):
