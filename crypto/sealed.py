@@ -43,7 +43,7 @@ from ._wire import (
     parse_time,
     require_keys,
 )
-from .canonical import dumps
+from .canonical import canonical_string, dumps
 from .envelope import Envelope, VerifiedEnvelope, _sign_canonical, verify_envelope
 from .errors import VerificationError
 from .keys import DecryptionKey, RecipientKey, Signer, VerifyKey
@@ -220,10 +220,57 @@ class SealedMessage:
     @cached_property
     def payload(self) -> bytes:
         """The statement exactly as it is signed (canonical JSON)."""
-        return dumps(self.statement.to_payload())
+        return _statement_json(self.statement)
 
     def sign(self, signers: Iterable[Signer]) -> Envelope:
         return _sign_canonical(STATEMENT_TYPE, self.payload, signers)
+
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _statement_json(statement: Statement) -> bytes:
+    """`dumps(statement.to_payload())`, written field by field around the two free-form
+    objects: a canonical object is its members in key order, each value canonical, so only
+    `marking` and `extensions` need the general serialiser (and its checks). A statement
+    holding anything but the types `seal_message` gives it goes to `dumps` whole;
+    `tests/crypto/test_sealed.py` compares both on generated statements."""
+    s = statement
+    parts = (s.body, *s.attachments)
+    texts = (s.message_id, s.sender, s.recipient, s.purpose, s.type, s.key_commitment)
+    if not (
+        all(type(t) is str for t in texts)
+        and (s.in_reply_to is None or type(s.in_reply_to) is str)
+        and all(
+            type(p) is PartDigest
+            and type(p.sha256) is str
+            and type(p.size) is int
+            and 0 <= p.size <= _MAX_SAFE_INTEGER
+            for p in parts
+        )
+    ):
+        return dumps(s.to_payload())
+    q = canonical_string
+    digests = [f'{{"sha256":{q(p.sha256)},"size":{p.size}}}' for p in parts]
+    text = (
+        f'{{"attachments":[{",".join(digests[1:])}],"body":{digests[0]},'
+        f'"created":"{format_time(s.created)}","expires":"{format_time(s.expires)}",'
+        f'"extensions":{_object_json(s.extensions)},'
+        f'"in_reply_to":{"null" if s.in_reply_to is None else q(s.in_reply_to)},'
+        f'"key_commitment":{q(s.key_commitment)},'
+        f'"marking":{_object_json(s.marking)},'
+        f'"message_id":{q(s.message_id)},"purpose":{q(s.purpose)},'
+        f'"recipient":{q(s.recipient)},"sender":{q(s.sender)},"type":{q(s.type)},'
+        f'"v":{STATEMENT_VERSION}}}'
+    )
+    return text.encode("utf-8")
+
+
+def _object_json(value: Mapping[str, Any]) -> str:
+    # Most statements carry no extensions: "{}" needs no walk and no encoder.
+    if type(value) is dict and not value:
+        return "{}"
+    return dumps(dict(value)).decode("utf-8")
 
 
 def _check_draft(draft: MessageDraft) -> None:
