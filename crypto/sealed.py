@@ -281,8 +281,10 @@ def _check_draft(draft: MessageDraft) -> None:
     if draft.in_reply_to is not None:
         parse_ident(draft.in_reply_to, "in_reply_to")
     parse_text(draft.purpose, "purpose")
-    if not isinstance(draft.marking, Mapping) or not isinstance(draft.extensions, Mapping):
-        raise VerificationError("marking and extensions must be mappings")
+    for value in (draft.marking, draft.extensions):
+        # A dict, the usual case, before the (slower) abstract Mapping check.
+        if type(value) is not dict and not isinstance(value, Mapping):
+            raise VerificationError("marking and extensions must be mappings")
     if draft.created.tzinfo is None or draft.expires.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     # Statements carry whole seconds (aware times compare across zones).
