@@ -20,7 +20,6 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from .canonical import canonical_ascii_strings, dumps, loads_canonical
@@ -92,17 +91,23 @@ class Envelope:
             ],
         }
 
+    # An envelope is immutable, so its byte form and digests are computed once and kept in
+    # the instance dict (as `from_bytes` keeps the bytes it proved canonical). Plain
+    # properties, not functools.cached_property, which takes a lock on every first read in
+    # Python 3.11.
+
     def to_bytes(self) -> bytes:
         """The envelope as canonical JSON: the form that is stored, sent and digested."""
-        return self._canonical
+        canonical: bytes | None = self.__dict__.get("_canonical")
+        if canonical is None:
+            canonical = self.__dict__["_canonical"] = self._write()
+        return canonical
 
-    @cached_property
-    def _canonical(self) -> bytes:
-        # An envelope is immutable, so its one byte form is computed once. Its values are
-        # ASCII strings this class checked (payload type, hex key ids, base64), so the
-        # standard library's form is the RFC 8785 form without the value walk; and when
-        # the payload type needs no escape (no '"' or '\\'), that form is the plain one
-        # `_from_plain_wire` reads, written here directly.
+    def _write(self) -> bytes:
+        # Its values are ASCII strings this class checked (payload type, hex key ids,
+        # base64), so the standard library's form is the RFC 8785 form without the value
+        # walk; and when the payload type needs no escape (no '"' or '\\'), that form is
+        # the plain one `_from_plain_wire` reads, written here directly.
         if '"' in self.payload_type or "\\" in self.payload_type:
             return canonical_ascii_strings(self.to_dict())
         signatures = b",".join(
@@ -141,15 +146,21 @@ class Envelope:
         envelope.__dict__["_canonical"] = bytes(data)
         return envelope
 
-    @cached_property
+    @property
     def sha256(self) -> str:
         """Digest of the whole envelope (payload and signatures) as stored and sent."""
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        digest: str | None = self.__dict__.get("_sha256")
+        if digest is None:
+            digest = self.__dict__["_sha256"] = hashlib.sha256(self.to_bytes()).hexdigest()
+        return digest
 
-    @cached_property
+    @property
     def payload_sha256(self) -> str:
         """Digest of the signed payload alone: stable when co-signatures are added."""
-        return hashlib.sha256(self.payload).hexdigest()
+        digest: str | None = self.__dict__.get("_payload_sha256")
+        if digest is None:
+            digest = self.__dict__["_payload_sha256"] = hashlib.sha256(self.payload).hexdigest()
+        return digest
 
     def add_signatures(self, signers: Iterable[Signer]) -> Envelope:
         """Co-sign: the same payload with further signatures (a seal after a signatory)."""

@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Any, BinaryIO, cast
 
 from . import _age, _primitives
@@ -217,10 +216,15 @@ class SealedMessage:
     header: bytes
     body: bytes
 
-    @cached_property
+    @property
     def payload(self) -> bytes:
-        """The statement exactly as it is signed (canonical JSON)."""
-        return _statement_json(self.statement)
+        """The statement exactly as it is signed (canonical JSON), written once."""
+        # Kept in the instance dict by hand: functools.cached_property takes a lock on every
+        # first read in Python 3.11.
+        payload: bytes | None = self.__dict__.get("_payload")
+        if payload is None:
+            payload = self.__dict__["_payload"] = _statement_json(self.statement)
+        return payload
 
     def sign(self, signers: Iterable[Signer]) -> Envelope:
         return _sign_canonical(STATEMENT_TYPE, self.payload, signers)
