@@ -28,7 +28,6 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import io
@@ -98,9 +97,6 @@ _X25519_TYPE: Final = "X25519"
 _X25519_INFO: Final = b"age-encryption.org/v1/X25519"
 _SCRYPT_TYPE: Final = "scrypt"
 _ZERO_NONCE: Final = bytes(12)
-_B64_ALPHABET: Final = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-)
 
 AgeErrorKind = Literal["header", "no match", "hmac", "payload"]
 # A source of random bytes: the OS CSPRNG unless a test injects a seeded one.
@@ -137,24 +133,25 @@ def _random(rng: RandomSource, size: int) -> bytes:
 # --- Header ---------------------------------------------------------------------------
 
 
+# An argument is one or more VCHAR (0x21-0x7E), per the header ABNF; an argument line is
+# one or more arguments separated by single spaces (an argument holds no space, so the line
+# matches exactly when every part of its split on " " is an argument).
 _ARGUMENT = re.compile(r"[\x21-\x7e]+")
-
-
-def _is_argument(text: str) -> bool:
-    """An argument is one or more VCHAR (0x21-0x7E), per the header ABNF."""
-    return _ARGUMENT.fullmatch(text) is not None
+_ARGUMENT_LINE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+_B64_TEXT = re.compile(rb"[A-Za-z0-9+/]*")
 
 
 def _b64encode(data: bytes) -> bytes:
-    return base64.b64encode(data).rstrip(b"=")
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=")
 
 
 def _b64decode(text: bytes) -> bytes | None:
     """Canonical unpadded base64 (spec "Conventions"); None if the text is not."""
-    if len(text) % 4 == 1 or not _B64_ALPHABET.issuperset(text):
+    if len(text) % 4 == 1 or _B64_TEXT.fullmatch(text) is None:
         return None
     try:
-        data = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+        # Strict: what base64.b64decode(validate=True) runs, without its wrapper.
+        data = binascii.a2b_base64(text + b"=" * (-len(text) % 4), strict_mode=True)
     except binascii.Error:
         return None
     # Non-zero unused bits in the last character decode fine but are not canonical.
@@ -172,7 +169,7 @@ class Stanza:
     body: bytes
 
     def __post_init__(self) -> None:
-        if not all(_is_argument(a) for a in (self.type, *self.args)):
+        if not all(_ARGUMENT.fullmatch(a) for a in (self.type, *self.args)):
             raise ValueError("stanza arguments must be non-empty printable ASCII")
 
     def encode(self) -> bytes:
@@ -312,12 +309,13 @@ def parse_header(stream: BinaryIO) -> Header:
 
 def _parse_stanza(arg_line: bytes, reader: _HeaderReader) -> Stanza:
     try:
-        args = arg_line[len(_STANZA_PREFIX) : -1].decode("ascii").split(" ")
+        arguments = arg_line[len(_STANZA_PREFIX) : -1].decode("ascii")
     except UnicodeDecodeError as e:
         raise AgeError("header", "stanza argument is not ASCII") from e
     # 1. One or more arguments, each 1*VCHAR: this also refuses doubled or trailing spaces.
-    if not all(_is_argument(a) for a in args):
+    if _ARGUMENT_LINE.fullmatch(arguments) is None:
         raise AgeError("header", "malformed stanza argument")
+    args = arguments.split(" ")
     # 2. Body lines: full lines of exactly 64 columns, then one shorter final line, which
     #    may be empty; each line is canonical unpadded base64 on its own.
     body = bytearray()

@@ -8,7 +8,8 @@ Invariants:
 - Ed25519 signatures are made by one library (libsodium, through PyNaCl) and checked by one
   verifier (libsodium's strict `crypto_sign_verify_detached`), whatever produced them, so the
   accepted set is the same on every node (see `tests/crypto/test_ed25519_vectors.py`).
-- X25519 refuses an all-zero shared secret (a low-order peer point), as age requires.
+- X25519 (libsodium) refuses an all-zero shared secret (a low-order peer point), as age
+  requires (see `tests/crypto/test_primitives.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import nacl.exceptions as _nacl_exc
 import nacl.pwhash.argon2id as _argon2id
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes as _hashes
-from cryptography.hazmat.primitives.asymmetric import x25519 as _x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -115,53 +115,54 @@ def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
 
 
 # --- X25519 --------------------------------------------------------------------------
+#
+# Key agreement runs in libsodium (`crypto_scalarmult`, RFC 7748 with the scalar clamped),
+# like the signatures: its fixed-base multiplication derives a public key in about half the
+# work of OpenSSL's, which loads a private key with a full ladder. libsodium refuses a
+# small-order peer point outright and we still compare the result with zero, so the
+# accepted set is the RFC's: every 32-byte string except those giving the all-zero secret.
 
 
 def x25519_generate() -> bytes:
-    private = _x25519.X25519PrivateKey.generate()
-    from cryptography.hazmat.primitives import serialization as _ser
-
-    return private.private_bytes(_ser.Encoding.Raw, _ser.PrivateFormat.Raw, _ser.NoEncryption())
+    """A fresh X25519 private key: 32 bytes from the CSPRNG (clamped when used)."""
+    return os.urandom(X25519_SIZE)
 
 
 def x25519_public(private: bytes) -> bytes:
-    from cryptography.hazmat.primitives import serialization as _ser
-
-    key = _x25519.X25519PrivateKey.from_private_bytes(private)
-    return key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
-
-
-def x25519_public_and_shared(private: bytes, peer_public: bytes) -> tuple[bytes, bytes]:
-    """Our public key and the shared secret, loading the private key once (each load costs
-    a scalar multiplication)."""
-    if len(private) != X25519_SIZE or len(peer_public) != X25519_SIZE:
+    if len(private) != X25519_SIZE:
         raise PrimitiveError("X25519 keys must be 32 bytes")
-    from cryptography.hazmat.primitives import serialization as _ser
+    return bytes(_sodium.crypto_scalarmult_base(private))
 
-    key = _x25519.X25519PrivateKey.from_private_bytes(private)
-    public = key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
+
+def _x25519(private: bytes, peer_public: bytes) -> bytes:
+    # PyNaCl passes pointers without checking lengths: every caller checked both are 32.
     try:
-        shared = key.exchange(_x25519.X25519PublicKey.from_public_bytes(peer_public))
-    except ValueError as e:
+        shared = bytes(_sodium.crypto_scalarmult(private, peer_public))
+    except _nacl_exc.RuntimeError as e:  # libsodium's refusal of a small-order point
         raise PrimitiveError("X25519 produced the all-zero secret") from e
     if _hmac.compare_digest(shared, bytes(X25519_SIZE)):
         raise PrimitiveError("X25519 produced the all-zero secret")
-    return public, shared
+    return shared
+
+
+def x25519_public_and_shared(private: bytes, peer_public: bytes) -> tuple[bytes, bytes]:
+    """Our public key and the shared secret (an ephemeral key's share and secret)."""
+    if len(private) != X25519_SIZE or len(peer_public) != X25519_SIZE:
+        raise PrimitiveError("X25519 keys must be 32 bytes")
+    return bytes(_sodium.crypto_scalarmult_base(private)), _x25519(private, peer_public)
 
 
 class X25519Identity:
-    """An X25519 private key loaded once: each load costs a scalar multiplication, so a
-    node's long-lived identity keeps the loaded key for every agreement it makes."""
+    """An X25519 private key with its public key derived once, for a node's long-lived
+    identity and every agreement it makes."""
 
-    __slots__ = ("_key", "public")
+    __slots__ = ("_private", "public")
 
     def __init__(self, private: bytes) -> None:
-        from cryptography.hazmat.primitives import serialization as _ser
-
         if len(private) != X25519_SIZE:
             raise PrimitiveError("X25519 keys must be 32 bytes")
-        self._key = _x25519.X25519PrivateKey.from_private_bytes(private)
-        self.public = self._key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
+        self._private = bytes(private)
+        self.public = bytes(_sodium.crypto_scalarmult_base(self._private))
 
     def __repr__(self) -> str:
         return "<X25519Identity>"
@@ -169,27 +170,14 @@ class X25519Identity:
     def shared(self, peer_public: bytes) -> bytes:
         if len(peer_public) != X25519_SIZE:
             raise PrimitiveError("X25519 keys must be 32 bytes")
-        try:
-            shared = self._key.exchange(_x25519.X25519PublicKey.from_public_bytes(peer_public))
-        except ValueError as e:
-            raise PrimitiveError("X25519 produced the all-zero secret") from e
-        if _hmac.compare_digest(shared, bytes(X25519_SIZE)):
-            raise PrimitiveError("X25519 produced the all-zero secret")
-        return shared
+        return _x25519(self._private, peer_public)
 
 
 def x25519_shared(private: bytes, peer_public: bytes) -> bytes:
     """The X25519 shared secret; refuses the all-zero result of a low-order point."""
     if len(private) != X25519_SIZE or len(peer_public) != X25519_SIZE:
         raise PrimitiveError("X25519 keys must be 32 bytes")
-    key = _x25519.X25519PrivateKey.from_private_bytes(private)
-    try:
-        shared = key.exchange(_x25519.X25519PublicKey.from_public_bytes(peer_public))
-    except ValueError as e:  # OpenSSL refuses the all-zero output itself
-        raise PrimitiveError("X25519 produced the all-zero secret") from e
-    if _hmac.compare_digest(shared, bytes(X25519_SIZE)):
-        raise PrimitiveError("X25519 produced the all-zero secret")
-    return shared
+    return _x25519(private, peer_public)
 
 
 # --- Hashing, MAC, KDF ---------------------------------------------------------------

@@ -11,14 +11,16 @@ Invariants:
 from __future__ import annotations
 
 import json
+import json.encoder
 import re
+from collections.abc import Callable
 from typing import Any
 
 import rfc8785
 
 from .errors import VerificationError
 
-__all__ = ["canonical_ascii_strings", "dumps", "loads_canonical"]
+__all__ = ["canonical_ascii_strings", "canonical_string", "dumps", "loads_canonical"]
 
 
 _MAX_SAFE_INTEGER = 2**53 - 1
@@ -42,6 +44,14 @@ def dumps(obj: Any) -> bytes:
     return _stdlib_dumps(obj)
 
 
+def canonical_string(text: str) -> str:
+    """A string as `dumps` writes it, quotes included (the encoder's own escaping:
+    RFC 8785 escapes only '"', '\\' and control characters). For a caller that writes an
+    object of known keys around canonical values; the result is encoded to UTF-8 by the
+    caller, which refuses a lone surrogate as `dumps` does."""
+    return _encode_string(text)
+
+
 def canonical_ascii_strings(obj: dict[str, Any]) -> bytes:
     """`dumps` for a value whose caller has checked it holds only objects, arrays and
     ASCII strings (an envelope's wire form): for such a value the standard library's
@@ -52,6 +62,8 @@ def canonical_ascii_strings(obj: dict[str, Any]) -> bytes:
 
 # Built once: `json.dumps` and `json.loads` with options build a new coder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+# The string encoder `_ENCODER` uses (ensure_ascii=False): C, when the stdlib has it.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _stdlib_dumps(obj: Any) -> bytes:
@@ -135,7 +147,8 @@ def loads_canonical(data: bytes) -> Any:
         raise VerificationError(f"malformed JSON: {e}") from e
     try:
         # A lone surrogate escape parses but cannot be written as UTF-8 (a ValueError).
-        canonical = _stdlib_dumps(obj) if _BEYOND_BMP.search(data) is None else dumps(obj)
+        plain = data.isascii() or _BEYOND_BMP.search(data) is None
+        canonical = _stdlib_dumps(obj) if plain else dumps(obj)
     except ValueError as e:
         raise VerificationError(f"JSON cannot be canonical: {e}") from e
     if canonical != data:

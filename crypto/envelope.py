@@ -20,7 +20,6 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from .canonical import canonical_ascii_strings, dumps, loads_canonical
@@ -92,16 +91,34 @@ class Envelope:
             ],
         }
 
+    # An envelope is immutable, so its byte form and digests are computed once and kept in
+    # the instance dict (as `from_bytes` keeps the bytes it proved canonical). Plain
+    # properties, not functools.cached_property, which takes a lock on every first read in
+    # Python 3.11.
+
     def to_bytes(self) -> bytes:
         """The envelope as canonical JSON: the form that is stored, sent and digested."""
-        return self._canonical
+        canonical: bytes | None = self.__dict__.get("_canonical")
+        if canonical is None:
+            canonical = self.__dict__["_canonical"] = self._write()
+        return canonical
 
-    @cached_property
-    def _canonical(self) -> bytes:
-        # An envelope is immutable, so its one byte form is computed once. Its values are
-        # ASCII strings this class checked (payload type, hex key ids, base64), so the
-        # standard library's form is the RFC 8785 form without the value walk.
-        return canonical_ascii_strings(self.to_dict())
+    def _write(self) -> bytes:
+        # Its values are ASCII strings this class checked (payload type, hex key ids,
+        # base64), so the standard library's form is the RFC 8785 form without the value
+        # walk; and when the payload type needs no escape (no '"' or '\\'), that form is
+        # the plain one `_from_plain_wire` reads, written here directly.
+        if '"' in self.payload_type or "\\" in self.payload_type:
+            return canonical_ascii_strings(self.to_dict())
+        signatures = b",".join(
+            b'{"keyid":"%s","sig":"%s"}' % (s.keyid.encode("ascii"), _b64encode(s.sig))
+            for s in self.signatures
+        )
+        return b'{"payload":"%s","payloadType":"%s","signatures":[%s]}' % (
+            _b64encode(self.payload),
+            self.payload_type.encode("ascii"),
+            signatures,
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:
@@ -122,25 +139,91 @@ class Envelope:
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse an envelope; it must be canonical JSON. Raises `VerificationError`."""
-        envelope = cls.from_dict(loads_canonical(data))
+        envelope = _from_plain_wire(cls, data)
+        if envelope is None:
+            envelope = cls.from_dict(loads_canonical(data))
         # The bytes were proven canonical: they are the envelope's one byte form.
         envelope.__dict__["_canonical"] = bytes(data)
         return envelope
 
-    @cached_property
+    @property
     def sha256(self) -> str:
         """Digest of the whole envelope (payload and signatures) as stored and sent."""
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        digest: str | None = self.__dict__.get("_sha256")
+        if digest is None:
+            digest = self.__dict__["_sha256"] = hashlib.sha256(self.to_bytes()).hexdigest()
+        return digest
 
-    @cached_property
+    @property
     def payload_sha256(self) -> str:
         """Digest of the signed payload alone: stable when co-signatures are added."""
-        return hashlib.sha256(self.payload).hexdigest()
+        digest: str | None = self.__dict__.get("_payload_sha256")
+        if digest is None:
+            digest = self.__dict__["_payload_sha256"] = hashlib.sha256(self.payload).hexdigest()
+        return digest
 
     def add_signatures(self, signers: Iterable[Signer]) -> Envelope:
         """Co-sign: the same payload with further signatures (a seal after a signatory)."""
         extra = tuple(_sign_one(s, self.payload_type, self.payload) for s in signers)
         return Envelope(self.payload_type, self.payload, self.signatures + extra)
+
+
+# The canonical wire form of an envelope whose strings need no JSON escape, which is every
+# envelope Accord writes: the keys in RFC 8785 order, no whitespace, canonical base64, and
+# each signature a fixed-size object ({"keyid":"<64 hex>","sig":"<88 base64>"}, 173
+# bytes, comma-separated). For such bytes the JSON parse and the canonical re-encoding
+# prove nothing more, so `_from_plain_wire` reads them directly.
+_WIRE_PREFIX = b'{"payload":"'
+_WIRE_SIGNATURE = rb'\{"keyid":"[0-9a-f]{64}","sig":"[A-Za-z0-9+/]{86}=="\}'
+_WIRE_SIGNATURE_SIZE = 173
+_WIRE_REST = re.compile(
+    rb'","payloadType":"(?P<payload_type>[\x21\x23-\x5b\x5d-\x7e][\x20\x21\x23-\x5b\x5d-\x7e]*)",'
+    rb'"signatures":\[(?P<signatures>' + _WIRE_SIGNATURE + rb"(?:," + _WIRE_SIGNATURE + rb")*)\]\}"
+)
+
+
+def _from_plain_wire(cls: type[Envelope], data: bytes) -> Envelope | None:
+    """The envelope in `data` if it is in the plain canonical form above, else None.
+
+    It only ever accepts: any doubt (another shape, an escape, bad base64, an envelope that
+    breaks an invariant) returns None, and the general parser gives the verdict and its
+    error. What it accepts, the general parser accepts identically: a JSON string of
+    base64 or of printable ASCII other than '"' and '\\' is written without escapes, so the
+    bytes are the canonical form of the object read (`tests/crypto/test_envelope.py`
+    compares both parsers on every one-byte edit of real envelopes).
+    """
+    if not data.startswith(_WIRE_PREFIX):
+        return None
+    end = data.find(b'"', len(_WIRE_PREFIX))
+    rest = _WIRE_REST.fullmatch(data, end) if end > 0 else None
+    if rest is None:
+        return None
+    listed = rest["signatures"]
+    try:
+        signatures = tuple(
+            Signature(
+                listed[i + 10 : i + 74].decode("ascii"),
+                _canonical_b64decode(listed[i + 83 : i + 171]),
+            )
+            for i in range(0, len(listed), _WIRE_SIGNATURE_SIZE + 1)
+        )
+        payload = _canonical_b64decode(data[len(_WIRE_PREFIX) : end])
+        return cls(rest["payload_type"].decode("ascii"), payload, signatures)
+    except (VerificationError, binascii.Error):
+        return None
+
+
+def _b64encode(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False)
+
+
+def _canonical_b64decode(text: bytes) -> bytes:
+    """Strict base64 (the alphabet, then padding only at the end) that re-encodes to
+    `text`; raises `binascii.Error` or `VerificationError` otherwise."""
+    raw = binascii.a2b_base64(text, strict_mode=True)
+    if binascii.b2a_base64(raw, newline=False) != text:
+        raise VerificationError("non-canonical base64")
+    return raw
 
 
 def _b64decode(text: Any) -> bytes:
@@ -214,7 +297,11 @@ def verify_envelope(
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
-    keys = dict(trusted) if isinstance(trusted, Mapping) else {k.key_id: k for k in trusted}
+    # A list is the usual argument: test for it before the (slower) abstract Mapping.
+    if not isinstance(trusted, list | tuple) and isinstance(trusted, Mapping):
+        keys = dict(trusted)
+    else:
+        keys = {k.key_id: k for k in trusted}
     if envelope.payload_type != payload_type:  # 1
         raise VerificationError(
             f"payload type {envelope.payload_type!r} where {payload_type!r} was expected"

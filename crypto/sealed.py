@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Any, BinaryIO, cast
 
 from . import _age, _primitives
@@ -43,7 +42,7 @@ from ._wire import (
     parse_time,
     require_keys,
 )
-from .canonical import dumps
+from .canonical import canonical_string, dumps
 from .envelope import Envelope, VerifiedEnvelope, _sign_canonical, verify_envelope
 from .errors import VerificationError
 from .keys import DecryptionKey, RecipientKey, Signer, VerifyKey
@@ -67,6 +66,13 @@ STATEMENT_VERSION = 1
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_ATTACHMENTS = 256
 _COMMITMENT_INFO = b"accord/v1 file-key commitment"
+# The exact keys of a statement and of a part digest: a parsed object with any other set
+# goes to `require_keys` for the error that names what is missing or unknown.
+_STATEMENT_FIELDS = frozenset({
+    "v", "message_id", "sender", "recipient", "created", "expires", "marking", "purpose",
+    "type", "in_reply_to", "body", "attachments", "key_commitment", "extensions",
+})  # fmt: skip
+_PART_FIELDS = frozenset({"sha256", "size"})
 
 
 def new_message_id() -> str:
@@ -92,7 +98,8 @@ class PartDigest:
 
     @classmethod
     def from_dict(cls, data: Any, what: str) -> PartDigest:
-        data = require_keys(data, {"sha256", "size"}, set(), what)
+        if type(data) is not dict or data.keys() != _PART_FIELDS:
+            data = require_keys(data, set(_PART_FIELDS), set(), what)
         return cls(
             parse_hex64(data["sha256"], f"{what}.sha256"), parse_int(data["size"], f"{what}.size")
         )
@@ -165,12 +172,8 @@ class Statement:
     @classmethod
     def from_payload(cls, data: Any) -> Statement:
         """Parse a verified payload into a statement; raise `VerificationError` if malformed."""
-        fields = {
-            "v", "message_id", "sender", "recipient", "created", "expires", "marking",
-            "purpose", "type", "in_reply_to", "body", "attachments", "key_commitment",
-            "extensions",
-        }  # fmt: skip
-        data = require_keys(data, fields, set(), "statement")
+        if type(data) is not dict or data.keys() != _STATEMENT_FIELDS:
+            data = require_keys(data, set(_STATEMENT_FIELDS), set(), "statement")
         if data["v"] != STATEMENT_VERSION:
             raise VerificationError(f"unsupported statement version {data['v']!r}")
         if not isinstance(data["marking"], dict) or not isinstance(data["extensions"], dict):
@@ -213,13 +216,65 @@ class SealedMessage:
     header: bytes
     body: bytes
 
-    @cached_property
+    @property
     def payload(self) -> bytes:
-        """The statement exactly as it is signed (canonical JSON)."""
-        return dumps(self.statement.to_payload())
+        """The statement exactly as it is signed (canonical JSON), written once."""
+        # Kept in the instance dict by hand: functools.cached_property takes a lock on every
+        # first read in Python 3.11.
+        payload: bytes | None = self.__dict__.get("_payload")
+        if payload is None:
+            payload = self.__dict__["_payload"] = _statement_json(self.statement)
+        return payload
 
     def sign(self, signers: Iterable[Signer]) -> Envelope:
         return _sign_canonical(STATEMENT_TYPE, self.payload, signers)
+
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _statement_json(statement: Statement) -> bytes:
+    """`dumps(statement.to_payload())`, written field by field around the two free-form
+    objects: a canonical object is its members in key order, each value canonical, so only
+    `marking` and `extensions` need the general serialiser (and its checks). A statement
+    holding anything but the types `seal_message` gives it goes to `dumps` whole;
+    `tests/crypto/test_sealed.py` compares both on generated statements."""
+    s = statement
+    parts = (s.body, *s.attachments)
+    texts = (s.message_id, s.sender, s.recipient, s.purpose, s.type, s.key_commitment)
+    if not (
+        all(type(t) is str for t in texts)
+        and (s.in_reply_to is None or type(s.in_reply_to) is str)
+        and all(
+            type(p) is PartDigest
+            and type(p.sha256) is str
+            and type(p.size) is int
+            and 0 <= p.size <= _MAX_SAFE_INTEGER
+            for p in parts
+        )
+    ):
+        return dumps(s.to_payload())
+    q = canonical_string
+    digests = [f'{{"sha256":{q(p.sha256)},"size":{p.size}}}' for p in parts]
+    text = (
+        f'{{"attachments":[{",".join(digests[1:])}],"body":{digests[0]},'
+        f'"created":"{format_time(s.created)}","expires":"{format_time(s.expires)}",'
+        f'"extensions":{_object_json(s.extensions)},'
+        f'"in_reply_to":{"null" if s.in_reply_to is None else q(s.in_reply_to)},'
+        f'"key_commitment":{q(s.key_commitment)},'
+        f'"marking":{_object_json(s.marking)},'
+        f'"message_id":{q(s.message_id)},"purpose":{q(s.purpose)},'
+        f'"recipient":{q(s.recipient)},"sender":{q(s.sender)},"type":{q(s.type)},'
+        f'"v":{STATEMENT_VERSION}}}'
+    )
+    return text.encode("utf-8")
+
+
+def _object_json(value: Mapping[str, Any]) -> str:
+    # Most statements carry no extensions: "{}" needs no walk and no encoder.
+    if type(value) is dict and not value:
+        return "{}"
+    return dumps(dict(value)).decode("utf-8")
 
 
 def _check_draft(draft: MessageDraft) -> None:
@@ -230,8 +285,10 @@ def _check_draft(draft: MessageDraft) -> None:
     if draft.in_reply_to is not None:
         parse_ident(draft.in_reply_to, "in_reply_to")
     parse_text(draft.purpose, "purpose")
-    if not isinstance(draft.marking, Mapping) or not isinstance(draft.extensions, Mapping):
-        raise VerificationError("marking and extensions must be mappings")
+    for value in (draft.marking, draft.extensions):
+        # A dict, the usual case, before the (slower) abstract Mapping check.
+        if type(value) is not dict and not isinstance(value, Mapping):
+            raise VerificationError("marking and extensions must be mappings")
     if draft.created.tzinfo is None or draft.expires.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     # Statements carry whole seconds (aware times compare across zones).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 from crypto import (
     Envelope,
     MessageOpener,
+    PartDigest,
+    Statement,
     VerificationError,
     canonical_json,
     verify_message,
 )
+from crypto.sealed import _statement_json
 
 from .conftest import BODY, NOW, send
 
@@ -340,3 +343,53 @@ def test_body_manifest_built_from_attachment_plaintext_digests(party_a, party_b)
     body = MessageOpener(verified, sealed.header, party_b.encryption).open_body(sealed.body)
     assert json.loads(body) == [[len(DOC), hashlib.sha256(DOC).hexdigest()]]
     assert hashlib.sha256(DOC).hexdigest().encode() not in sealed.payload
+
+
+# --- The statement writer is the canonical serialiser ---------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=6),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_digests = st.builds(PartDigest, st.text(max_size=8), st.integers(0, 2**53 + 1) | st.booleans())
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=10), min_size=7, max_size=7),
+    in_reply_to=st.none() | st.text(max_size=5),
+    times=st.tuples(st.datetimes(timezones=st.just(UTC)), st.datetimes(timezones=st.just(UTC))),
+    digests=st.lists(_digests, min_size=1, max_size=3),
+    marking=st.dictionaries(st.text(max_size=4), _json_values, max_size=3),
+    extensions=st.dictionaries(st.text(max_size=4), _json_values, max_size=3),
+)
+def test_signed_statement_bytes_are_its_canonical_json(
+    texts, in_reply_to, times, digests, marking, extensions
+) -> None:
+    # What a sender signs is exactly what a receiver's canonical check rebuilds: any
+    # difference (an escape, a key order, a number) would make every message unreadable.
+    statement = Statement(
+        message_id=texts[0],
+        sender=texts[1],
+        recipient=texts[2],
+        created=times[0],
+        expires=times[1],
+        marking=marking,
+        purpose=texts[3],
+        type=texts[4],
+        in_reply_to=in_reply_to,
+        body=digests[0],
+        attachments=tuple(digests[1:]),
+        key_commitment=texts[5],
+        extensions=extensions,
+    )
+    try:
+        expected = canonical_json(statement.to_payload())
+    except ValueError as e:  # lone surrogates, integers out of range, booleans as sizes
+        with pytest.raises(type(e)):
+            _statement_json(statement)
+        return
+    assert _statement_json(statement) == expected
