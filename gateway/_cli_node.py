@@ -30,8 +30,8 @@ def serve(
 
     try:
         _home(home).load_config()  # A wrong --home is told first, as before.
-        # Kept by the node to reopen its keys when they rotate; every file opened here is
-        # not derived again (`crypto.keys.Passphrase`).
+        # Kept by the node to reopen its keys when they rotate: no key file opened here is
+        # derived again (`crypto.keys.Passphrase`).
         passphrase = Passphrase(passphrase_from_env_or_prompt())
         # The key files are opened before the web stack and the database layer are
         # imported: each Argon2id derivation briefly takes 64 MiB, and on top of a

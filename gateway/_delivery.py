@@ -36,7 +36,7 @@ from storage import (
     OutboxEntry,
     Outcome,
     StorageError,
-    get_messages,
+    get_frames,
     get_parts_many,
     lease_due,
     release_leases,
@@ -213,19 +213,19 @@ class DeliveryWorker:
         """The batch's messages and parts: two queries, whatever the batch size."""
         ids = [lease.message_id for lease in leases]
         with self._node.db.session(readonly=True) as session:
-            messages = get_messages(session, ids)
+            frames = get_frames(session, ids)
             parts = get_parts_many(session, ids)
         out = []
         for lease in leases:
-            message = messages.get(lease.message_id)
-            if message is None:
+            frame = frames.get(lease.message_id)
+            if frame is None:
                 raise StorageError(f"no message {lease.message_id!r}")
-            envelope = Envelope.from_bytes(message.envelope)
+            envelope = Envelope.from_bytes(frame[0])
             out.append(
                 _Outgoing(
                     lease=lease,
-                    envelope=message.envelope,
-                    header=message.header or b"",
+                    envelope=frame[0],
+                    header=frame[1] or b"",
                     statement_sha256=envelope.payload_sha256,
                     parts=tuple(parts[lease.message_id]),
                 )

@@ -61,6 +61,7 @@ __all__ = [
     "PartRef",
     "add_event",
     "add_receipt",
+    "get_frames",
     "get_message",
     "get_messages",
     "get_parts",
@@ -634,6 +635,23 @@ def get_messages(session: Session, message_ids: Sequence[str]) -> dict[str, Mess
         return {}
     rows = session.exec(select(Message).where(col(Message.message_id).in_(message_ids))).all()
     return {r.message_id: r for r in rows}
+
+
+def get_frames(
+    session: Session, message_ids: Sequence[str]
+) -> dict[str, tuple[bytes, bytes | None]]:
+    """The signed envelope and the age header of each stored message among `message_ids`,
+    by id, in one query (unknown ids are absent): what a delivery batch puts on the wire,
+    read without building whole message rows."""
+    if not message_ids:
+        return {}
+    rows = session.execute(
+        core_select(_MESSAGES.c.message_id, _MESSAGES.c.envelope, _MESSAGES.c.header).where(
+            _MESSAGES.c.message_id.in_(message_ids)
+        )
+    )
+    return {r.message_id: (bytes(r.envelope), None if r.header is None else bytes(r.header))
+            for r in rows}  # fmt: skip
 
 
 def get_parts_many(session: Session, message_ids: Sequence[str]) -> dict[str, list[MessagePart]]:

@@ -28,6 +28,7 @@ from storage import (
     SchemaMismatch,
     add_event,
     add_receipt,
+    get_frames,
     get_message,
     get_messages,
     get_parts,
@@ -520,4 +521,8 @@ def test_batch_reads_return_messages_and_parts_in_order(peer_db: Database) -> No
         parts = get_parts_many(session, ["m-1", "m-0"])
     assert sorted(rows) == ["m-0", "m-1"]
     assert [p.index for p in parts["m-1"]] == [0, 1, 2]
+    with peer_db.session(readonly=True) as session:
+        frames = get_frames(session, ["m-1", "m-unknown"])
+        assert get_frames(session, []) == {}
+    assert frames == {"m-1": (rows["m-1"].envelope, rows["m-1"].header)}
     assert {p.message_id for p in parts["m-0"]} == {"m-0"}
