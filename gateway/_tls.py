@@ -2,9 +2,9 @@
 certificate to the application (DESIGN.md §9, docs/adr/0004-mutual-tls.md).
 
 uvicorn 0.54 verifies client certificates but does not put them in the ASGI scope (the TLS
-extension is still open upstream: Kludex/uvicorn PRs 3132 and 3133). `TLS_PROTOCOL` is a
-small subclass of uvicorn's httptools protocol (`TlsH11Protocol` of its h11 one where
-httptools is missing) that adds the ASGI TLS extension,
+extension is still open upstream: Kludex/uvicorn PRs 3132 and 3133). `TlsHttpProtocol` is
+a small subclass of uvicorn's httptools protocol (its C parser: httptools is a dependency,
+as in uvicorn[standard]) that adds the ASGI TLS extension,
 https://asgi.readthedocs.io/en/latest/specs/tls.html, to every HTTP request scope. Drop it
 once uvicorn ships the extension; `peer_certificate_der` reads the standard shape and keeps
 working unchanged.
@@ -16,7 +16,7 @@ Invariants:
 - The extension is present only on TLS connections, as the specification requires; a plain
   connection yields `peer_certificate_der(scope) is None`.
 - Servers built by `build_server` take our own `ssl.SSLContext` (through uvicorn's
-  `ssl_context_factory`), serve HTTP/1.1 through `TLS_PROTOCOL` only, and refuse WebSocket
+  `ssl_context_factory`), serve HTTP/1.1 through `TlsHttpProtocol` only, and refuse WebSocket
   upgrades, which would reach the application without the extension.
 """
 
@@ -28,12 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # pragma: no cover - httptools is a dependency
-    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from crypto.tls import TlsError, certificate_subject
 
@@ -47,13 +42,7 @@ if TYPE_CHECKING:
         Scope,
     )
 
-__all__ = [
-    "TLS_PROTOCOL",
-    "MtlsConfig",
-    "TlsH11Protocol",
-    "build_server",
-    "peer_certificate_der",
-]
+__all__ = ["MtlsConfig", "TlsHttpProtocol", "build_server", "peer_certificate_der"]
 
 TLS_EXTENSION = "tls"
 
@@ -69,66 +58,35 @@ class MtlsConfig(uvicorn.Config):
         self.server_cert_pem = server_cert_pem
 
 
-def _extended(app: Any, config: uvicorn.Config, transport: asyncio.Transport) -> Any:
-    """`app` with the ASGI TLS extension of this connection in every request scope.
-
-    uvicorn calls the protocol's `self.app` for each request of its connection; replacing
-    it in `connection_made` is the one hook that needs no copy of uvicorn's request
-    handling."""
-    ssl_object = transport.get_extra_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject):
-        return app
-    server_cert = config.server_cert_pem if isinstance(config, MtlsConfig) else None
-    return _with_tls_extension(app, _tls_extension(ssl_object, server_cert))
-
-
-def _drop_if_idle(idle: bool, transport: asyncio.Transport | None) -> None:
-    """On server shutdown, drop an idle connection at once.
-
-    uvicorn closes idle connections gracefully; over TLS that sends close_notify and
-    waits for the peer's, which a peer's idle pooled client never reads, so a stopping
-    node would wait for asyncio's TLS shutdown timeout (30 s). An idle connection
-    carries no request, so aborting it loses nothing; requests in flight still finish.
-    """
-    if idle and transport is not None:
-        transport.abort()
-
-
-class TlsH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus the ASGI TLS extension in every HTTP request scope."""
+class TlsHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, in C) plus the ASGI TLS extension in every
+    HTTP request scope."""
 
     def connection_made(  # type: ignore[override]
         self, transport: asyncio.Transport
     ) -> None:
         super().connection_made(transport)
-        self.app = _extended(self.app, self.config, transport)
+        # uvicorn calls `self.app` for each request of this connection; wrapping it here is
+        # the one hook that needs no copy of uvicorn's request handling.
+        ssl_object = transport.get_extra_info("ssl_object")
+        if not isinstance(ssl_object, ssl.SSLObject):
+            return
+        config = self.config
+        server_cert = config.server_cert_pem if isinstance(config, MtlsConfig) else None
+        self.app = _with_tls_extension(self.app, _tls_extension(ssl_object, server_cert))
 
     def shutdown(self) -> None:
+        """On server shutdown, drop an idle connection at once.
+
+        uvicorn closes idle connections gracefully; over TLS that sends close_notify and
+        waits for the peer's, which a peer's idle pooled client never reads, so a stopping
+        node would wait for asyncio's TLS shutdown timeout (30 s). An idle connection
+        carries no request, so aborting it loses nothing; requests in flight still finish.
+        """
         idle = self.cycle is None or self.cycle.response_complete
         super().shutdown()
-        _drop_if_idle(idle, self.transport)
-
-
-TLS_PROTOCOL: type[asyncio.Protocol] = TlsH11Protocol
-
-if HttpToolsProtocol is not None:
-
-    class TlsHttpToolsProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol (llhttp, in C) plus the ASGI TLS extension: the
-        same requests as `TlsH11Protocol` for a fraction of the parsing CPU."""
-
-        def connection_made(  # type: ignore[override]
-            self, transport: asyncio.Transport
-        ) -> None:
-            super().connection_made(transport)
-            self.app = _extended(self.app, self.config, transport)
-
-        def shutdown(self) -> None:
-            idle = self.cycle is None or self.cycle.response_complete
-            super().shutdown()
-            _drop_if_idle(idle, self.transport)
-
-    TLS_PROTOCOL = TlsHttpToolsProtocol
+        if idle and self.transport is not None:
+            self.transport.abort()
 
 
 def peer_certificate_der(scope: Mapping[str, Any]) -> bytes | None:
@@ -174,10 +132,10 @@ def build_server(
         app,
         host=host,
         port=port,
-        http=TLS_PROTOCOL,
+        http=TlsHttpProtocol,
         ssl_context_factory=lambda _config, _default: context,
         server_cert_pem=server_cert_pem.decode("ascii") if server_cert_pem else None,
-        # The extension is added only to HTTP scopes of TLS_PROTOCOL; an upgraded WebSocket
+        # The extension is added only to HTTP scopes of TlsHttpProtocol; an upgraded WebSocket
         # would reach the application without it, so the peer API does not offer them.
         ws="none",
         # The peer's address is the socket's, never a header a peer could forge.
