@@ -368,26 +368,15 @@ def rotate(
                         not_before=now,
                         not_after=new_not_after,
                     )
-                    sha = envelope.payload_sha256
-                    detail = {"overlap_until": _iso(statement.overlap_until)}
                     _key_event(session, event="generated", key=new, actor=actor, now=now)
-                    _key_event(
+                    _rotation_events(
                         session,
-                        event="rotated-out",
-                        key=old,
+                        old=old,
+                        new=new,
                         actor=actor,
                         now=now,
-                        statement_sha256=sha,
-                        detail=detail | {"next": new.key_id},
-                    )
-                    _key_event(
-                        session,
-                        event="rotated-in",
-                        key=new,
-                        actor=actor,
-                        now=now,
-                        statement_sha256=sha,
-                        detail=detail | {"previous": old_id},
+                        statement=statement,
+                        statement_sha256=envelope.payload_sha256,
                     )
                     peers = _queue_for_peers(session, ROTATION_TYPE, envelope, now)
                     swap.apply()  # 4
@@ -682,23 +671,48 @@ def _apply_rotation(
         peer.tls_cert_sha256 = statement.new_key_id
         session.add(peer)
         session.flush()
+    _rotation_events(
+        session,
+        old=old,
+        new=new,
+        actor=party,
+        now=now,
+        statement=statement,
+        statement_sha256=sha,
+        prefix="peer-",
+    )
+
+
+def _rotation_events(
+    session: Session,
+    *,
+    old: Key,
+    new: Key,
+    actor: str,
+    now: datetime,
+    statement: RotationStatement,
+    statement_sha256: str,
+    prefix: str = "",
+) -> None:
+    """The pair of key events of a rotation, ours or (`prefix="peer-"`) a peer's: the old
+    key rotated out towards the new one, the new one rotated in after the old one."""
     detail = {"overlap_until": _iso(statement.overlap_until)}
     _key_event(
         session,
-        event="peer-rotated-out",
+        event=f"{prefix}rotated-out",
         key=old,
-        actor=party,
+        actor=actor,
         now=now,
-        statement_sha256=sha,
+        statement_sha256=statement_sha256,
         detail=detail | {"next": new.key_id},
     )
     _key_event(
         session,
-        event="peer-rotated-in",
+        event=f"{prefix}rotated-in",
         key=new,
-        actor=party,
+        actor=actor,
         now=now,
-        statement_sha256=sha,
+        statement_sha256=statement_sha256,
         detail=detail | {"previous": old.key_id},
     )
 
