@@ -38,10 +38,19 @@ system:
 demo: $(STAMP)
 	$(VENV)/bin/accord demo
 
+# mypy finds modules by their folders, and the repository's folders (crypto/, gateway/...)
+# are installed as `accord.crypto`, `accord.gateway`...: it reads them through a tree of
+# links named as they are installed.
+TYPECHECK := $(VENV)/typecheck
+
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check crypto
-	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --config pyproject.toml
+	@mkdir -p $(TYPECHECK)/accord
+	@for p in crypto policy storage gateway; do ln -sfn "$(CURDIR)/$$p" "$(TYPECHECK)/accord/$$p"; done
+	@ln -sfn "$(CURDIR)/deploy/profiles" "$(TYPECHECK)/accord/profiles"
+	cd $(TYPECHECK) && $(CURDIR)/$(VENV)/bin/mypy --config-file "$(CURDIR)/pyproject.toml" --cache-dir "$(CURDIR)/.mypy_cache"
 
 test: $(DEVSTAMP) system lint
 	$(PY) -m tests.vectors.generate --check

@@ -66,8 +66,8 @@ class NodeInfo:
 
 
 def _init(root: Path, party: str, now: datetime) -> Any:
-    import crypto
-    from gateway import _admin
+    from accord import crypto
+    from accord.gateway.admin import home as _admin
 
     listen, local = free_port(), free_port()
     return _admin.init_node(
@@ -86,8 +86,8 @@ def make_pair(root: Path, **delivery: object) -> tuple[NodeInfo, NodeInfo]:
     """Create nodes A and B under `root`, peered both ways, each with an operator.
 
     `delivery` overrides settings of the delivery worker (`batch_size`, `poll_interval`)."""
-    from gateway import _admin
-    from gateway.config import Home
+    from accord.gateway.admin import home as _admin
+    from accord.gateway.node.config import Home
 
     now = datetime.now(UTC)
     results = {p: _init(root / p.lower(), p, now) for p in ("A", "B")}

@@ -120,7 +120,7 @@ def _ours_run(operation: str, src: Path, dst: Path, key: str) -> Run:
 
 def child(operation: str, src: str, dst: str, key: str) -> None:
     """One timed operation in a fresh process; prints its time and peak RSS as JSON."""
-    from crypto import _age
+    from accord.crypto import _age
 
     start = time.perf_counter()
     with open(src, "rb") as source, open(dst, "wb") as sink:
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     age = shutil.which("age")
     if age is None:
         sys.exit("the age tool is not installed (apt install age); it is the baseline")
-    from crypto import _age
-    from crypto._primitives import x25519_generate, x25519_public
+    from accord.crypto import _age
+    from accord.crypto._primitives import x25519_generate, x25519_public
 
     size = args.size_mib * MIB
     private = x25519_generate()

@@ -46,7 +46,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from crypto.merkle import (
+from accord.crypto.merkle import (
     MerkleTree,
     consistency_plan,
     inclusion_plan,
@@ -55,7 +55,7 @@ from crypto.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from storage import (
+from accord.storage import (
     AuditReport,
     Database,
     append_leaf,
@@ -64,7 +64,7 @@ from storage import (
     tree_nodes,
     tree_root,
 )
-from storage._audit import NODE_STRIDE
+from accord.storage._audit import NODE_STRIDE
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 sha256 = hashlib.sha256
@@ -353,9 +353,9 @@ async def _closed_loop(node: Any, seconds: float, concurrency: int) -> tuple[int
 
 
 def node_under_load(work: Path, seconds: float, concurrency: int) -> list[str]:
+    from accord.gateway.audit import log as _audit
+    from accord.gateway.audit.log import EventKind
     from bench import _nodes
-    from gateway import _audit
-    from gateway._audit import EventKind
 
     lines = []
     # The micro-figure first, on a plain database: a typical event recorded in its own

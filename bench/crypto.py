@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.signing import SigningKey as NaclSigningKey
 
-from crypto import (
+from accord.crypto import (
     DecryptionKey,
     Envelope,
     MessageDraft,

@@ -636,7 +636,7 @@ def _delivered_times(node: _nodes.NodeInfo) -> dict[str, float]:
     """message id -> wall time of its `delivered` event, from A's database."""
     from sqlmodel import select
 
-    from storage import Database, MessageEvent
+    from accord.storage import Database, MessageEvent
 
     db = Database.open(f"sqlite:///{node.database}")
     try:
@@ -1015,8 +1015,8 @@ def run_big(args: argparse.Namespace, work: Path, report: Report) -> None:
     expected = _make_file(source, size)
 
     # The baseline: age encrypting, then decrypting, the same file.
-    from crypto import _age
-    from crypto._primitives import x25519_generate, x25519_public
+    from accord.crypto import _age
+    from accord.crypto._primitives import x25519_generate, x25519_public
 
     private = x25519_generate()
     key_file = data / "age.key"

@@ -30,10 +30,10 @@ from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto import _primitives, _x509
-from crypto._x509 import KeyType
-from crypto.errors import CryptoError
-from crypto.keys import derive_from_passphrase
+from accord.crypto import _primitives, _x509
+from accord.crypto._x509 import KeyType
+from accord.crypto.errors import CryptoError
+from accord.crypto.keys import derive_from_passphrase
 
 __all__ = [
     "PinEvidence",

@@ -14,14 +14,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from ._consent import consent_router
-from ._forward import forward_peer_router, forward_router
-from ._local_api import local_router
-from ._local_audit import local_audit_router
-from ._peer_api import peer_router
-from ._peer_audit import peer_audit_router
-from ._peer_keys import peer_keys_router
-from ._runtime import Node
+from accord.gateway.api.local.audit import local_audit_router
+from accord.gateway.api.local.messages import local_router
+from accord.gateway.audit.witness import peer_audit_router
+from accord.gateway.consent.control import consent_router
+from accord.gateway.consent.forward import forward_peer_router, forward_router
+from accord.gateway.keys.upkeep import peer_keys_router
+from accord.gateway.messages.receive import peer_router
+from accord.gateway.node.runtime import Node
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
 

@@ -25,10 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from crypto import canonical_json
+from accord.crypto import canonical_json
 
 from .markings import LabelModel, MarkingScheme
 
@@ -43,8 +44,10 @@ __all__ = [
     "profile_or_default",
 ]
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "profiles"
-DEFAULT_PROFILE_PATH = PROFILES_DIR / "reference.toml"
+# The shipped profiles (the repository's deploy/profiles) are the package data of
+# `accord.profiles`, so an installed wheel finds them wherever it is installed.
+DEFAULT_PROFILE_PATH = Path(str(resources.files("accord.profiles").joinpath("reference.toml")))
+PROFILES_DIR = DEFAULT_PROFILE_PATH.parent
 _MEAN_DAYS_PER_YEAR = 365.2425  # the Gregorian calendar's
 _DURATION_UNITS = ("years", "months", "days")
 

@@ -31,7 +31,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from storage import Database
+from accord.storage import Database
 
 POSTGRES_URL = os.environ.get("ACCORD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

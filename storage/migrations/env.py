@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from storage._models import metadata
+from accord.storage._models import metadata
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):

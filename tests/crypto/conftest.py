@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crypto import DecryptionKey, MessageDraft, SealedMessage, SigningKey, seal_message
+from accord.crypto import DecryptionKey, MessageDraft, SealedMessage, SigningKey, seal_message
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 BODY = "Прошу оказать содействие в установлении обстоятельств дела № 17/2026.".encode()

@@ -119,7 +119,7 @@ class SoftHsm:
         """Re-initialise the module so that it reads the configuration and tokens again."""
         import pkcs11
 
-        from crypto.pkcs11 import _clear_openssl_errors
+        from accord.crypto.pkcs11 import _clear_openssl_errors
 
         if os.environ.get("SOFTHSM2_CONF") != str(self.conf):
             raise RuntimeError("point SOFTHSM2_CONF at this SoftHsm's conf first")

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto import _age
-from crypto._primitives import ChaCha20Poly1305, hkdf_sha256, x25519_generate, x25519_public
+from accord.crypto import _age
+from accord.crypto._primitives import ChaCha20Poly1305, hkdf_sha256, x25519_generate, x25519_public
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AGE = shutil.which("age") or "/usr/bin/age"
@@ -604,8 +604,8 @@ def test_flipped_bits_in_the_header_region_are_refused() -> None:
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import hashlib, os, sys
-    from crypto import _age
-    from crypto._primitives import x25519_generate, x25519_public
+    from accord.crypto import _age
+    from accord.crypto._primitives import x25519_generate, x25519_public
 
     folder, size = sys.argv[1], int(sys.argv[2])
     plain, sealed, opened = (os.path.join(folder, n) for n in ("plain", "sealed", "opened"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto import _age
+from accord.crypto import _age
 
 
 def _testdata_dir() -> Path:

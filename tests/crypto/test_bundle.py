@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto import Envelope, Receipt, VerificationError, issue_receipt
-from crypto.bundle import (
+from accord.crypto import Envelope, Receipt, VerificationError, issue_receipt
+from accord.crypto.bundle import (
     Bundle,
     BundleVerificationError,
     LogEntry,
@@ -27,10 +27,10 @@ from crypto.bundle import (
     verify_bundle,
     witness_name,
 )
-from crypto.checkpoint import Checkpoint, add_cosignature, sign_checkpoint
-from crypto.descriptor import NodeDescriptor, Signatory
-from crypto.merkle import MerkleTree, leaf_hash
-from crypto.receipts import Verdict
+from accord.crypto.checkpoint import Checkpoint, add_cosignature, sign_checkpoint
+from accord.crypto.descriptor import NodeDescriptor, Signatory
+from accord.crypto.merkle import MerkleTree, leaf_hash
+from accord.crypto.receipts import Verdict
 
 from .conftest import NOW, Party, send
 

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto import Envelope, Receipt, Verdict, issue_receipt
-from crypto.bundle import Bundle, BundleVerificationError, verify_bundle
-from crypto.consent import (
+from accord.crypto import Envelope, Receipt, Verdict, issue_receipt
+from accord.crypto.bundle import Bundle, BundleVerificationError, verify_bundle
+from accord.crypto.consent import (
     ConsentRevocation,
     ConsentToken,
     ForwardStatement,
@@ -30,7 +30,7 @@ from crypto.consent import (
     new_nonce,
     sign_forward,
 )
-from crypto.keys import SigningKey
+from accord.crypto.keys import SigningKey
 
 from .conftest import NOW, Party
 from .test_bundle import Made, descriptor, make_bundle

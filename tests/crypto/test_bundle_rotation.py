@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from crypto.bundle import Bundle, BundleVerificationError, verify_bundle
-from crypto.envelope import sign_envelope
-from crypto.keys import SigningKey
-from crypto.rotation import (
+from accord.crypto.bundle import Bundle, BundleVerificationError, verify_bundle
+from accord.crypto.envelope import sign_envelope
+from accord.crypto.keys import SigningKey
+from accord.crypto.rotation import (
     REVOCATION_TYPE,
     KeyChange,
     RevocationStatement,

@@ -7,8 +7,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto import VerificationError, canonical_json
-from crypto.canonical import loads_canonical
+from accord.crypto import VerificationError, canonical_json
+from accord.crypto.canonical import loads_canonical
 
 SAFE = 2**53 - 1
 json_values = st.recursive(
@@ -106,6 +106,6 @@ ascii_values = st.recursive(
 def test_ascii_strings_shortcut_equals_rfc8785(value) -> None:
     """The envelope's shortcut (no type walk) gives the RFC 8785 bytes for every value of
     the shape it is used for: objects, arrays and printable ASCII strings."""
-    from crypto.canonical import canonical_ascii_strings
+    from accord.crypto.canonical import canonical_ascii_strings
 
     assert canonical_ascii_strings(value) == rfc8785.dumps(value)

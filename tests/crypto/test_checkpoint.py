@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto.checkpoint import (
+from accord.crypto.checkpoint import (
     COSIGNATURE_V1,
     ED25519,
     MAX_SIGNATURES,
@@ -26,9 +26,9 @@ from crypto.checkpoint import (
     verify_checkpoint,
     verify_cosignature,
 )
-from crypto.errors import VerificationError
-from crypto.keys import SigningKey
-from crypto.merkle import leaf_hash, root
+from accord.crypto.errors import VerificationError
+from accord.crypto.keys import SigningKey
+from accord.crypto.merkle import leaf_hash, root
 
 NOTES = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "merkle" / "notes.json").read_text("utf-8")

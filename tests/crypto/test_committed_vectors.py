@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto import (
+from accord.crypto import (
     DecryptionKey,
     Envelope,
     MessageOpener,
@@ -61,7 +61,12 @@ def _check(case) -> list[str]:
         )
         return []
     if kind == "rotation":
-        from crypto.rotation import HistoricKey, KeyHistory, verify_revocation, verify_rotation
+        from accord.crypto.rotation import (
+            HistoricKey,
+            KeyHistory,
+            verify_revocation,
+            verify_rotation,
+        )
 
         def at(text):
             return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from crypto import Envelope, MessageOpener, SigningKey, VerificationError, verify_message
-from crypto.consent import (
+from accord.crypto import Envelope, MessageOpener, SigningKey, VerificationError, verify_message
+from accord.crypto.consent import (
     ConsentRevocation,
     ConsentToken,
     ForwardStatement,

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from crypto import SigningKey, VerifyKey, pae
+from accord.crypto import SigningKey, VerifyKey, pae
 
 REFUSED_FLAGS = {
     "low_order_A",

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto import (
+from accord.crypto import (
     Envelope,
     Signature,
     SigningKey,
@@ -19,8 +19,8 @@ from crypto import (
     sign_envelope,
     verify_envelope,
 )
-from crypto.canonical import loads_canonical
-from crypto.envelope import _from_plain_wire
+from accord.crypto.canonical import loads_canonical
+from accord.crypto.envelope import _from_plain_wire
 
 T = "application/vnd.accord.test+json; version=1"
 PAYLOAD = {"текст": "Запрос о содействии", "n": 1}

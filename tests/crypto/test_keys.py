@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from crypto import (
+from accord.crypto import (
     DecryptionKey,
     KdfCost,
     KeyFileError,
@@ -132,7 +132,7 @@ class CountingArgon2:
     """Counts the real derivations (a spy: each call still runs libsodium's Argon2id)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from crypto import _primitives
+        from accord.crypto import _primitives
 
         self.calls = 0
         real = _primitives.argon2id

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto.errors import VerificationError
-from crypto.merkle import (
+from accord.crypto.errors import VerificationError
+from accord.crypto.merkle import (
     EMPTY_ROOT,
     CompactRange,
     ConsistencyEvidence,

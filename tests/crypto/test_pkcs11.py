@@ -24,7 +24,7 @@ if REASON is not None:
 import pkcs11  # noqa: E402
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass  # noqa: E402
 
-from crypto import (  # noqa: E402
+from accord.crypto import (  # noqa: E402
     Envelope,
     Signer,
     SigningError,
@@ -34,9 +34,9 @@ from crypto import (  # noqa: E402
     verify_envelope,
     verify_message,
 )
-from crypto.errors import KeyFileError  # noqa: E402
-from crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri, TokenError, generate_token_key  # noqa: E402
-from crypto.tls import TlsIdentity, server_context  # noqa: E402
+from accord.crypto.errors import KeyFileError  # noqa: E402
+from accord.crypto.pkcs11 import Pkcs11Signer, Pkcs11Uri, TokenError, generate_token_key  # noqa: E402
+from accord.crypto.tls import TlsIdentity, server_context  # noqa: E402
 
 from .conftest import NOW, send  # noqa: E402
 
@@ -334,9 +334,9 @@ def test_key_deleted_under_an_open_signer(token, seal_uri, signer) -> None:
 def test_faulty_token_signature_withheld(signer, monkeypatch) -> None:
     # A token that returns garbage (a fault, a bug): the signer checks before it hands
     # out a signature, so nothing a peer would refuse leaves this node.
-    import crypto.pkcs11
+    from accord.crypto import pkcs11
 
-    monkeypatch.setattr(crypto.pkcs11, "_sign_on_token", lambda private, message: bytes(64))
+    monkeypatch.setattr(pkcs11, "_sign_on_token", lambda private, message: bytes(64))
     with pytest.raises(SigningError, match="does not verify"):
         signer.sign(MESSAGE)
 

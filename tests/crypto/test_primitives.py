@@ -13,7 +13,7 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from crypto._primitives import (
+from accord.crypto._primitives import (
     PrimitiveError,
     X25519Identity,
     hkdf_sha256,

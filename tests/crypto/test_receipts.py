@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from crypto import Envelope, Receipt, Verdict, VerificationError, issue_receipt, verify_receipt
+from accord.crypto import (
+    Envelope,
+    Receipt,
+    Verdict,
+    VerificationError,
+    issue_receipt,
+    verify_receipt,
+)
 
 from .conftest import NOW, send
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 
-from crypto import DecryptionKey, Envelope, MessageOpener, SigningKey, VerificationError
-from crypto.keys import DecryptionKeyRing
-from crypto.rotation import (
+from accord.crypto import DecryptionKey, Envelope, MessageOpener, SigningKey, VerificationError
+from accord.crypto.keys import DecryptionKeyRing
+from accord.crypto.rotation import (
     REVOCATION_TYPE,
     ROTATION_TYPE,
     HistoricKey,
@@ -24,8 +24,8 @@ from crypto.rotation import (
     verify_revocation,
     verify_rotation,
 )
-from crypto.sealed import STATEMENT_TYPE, verify_message
-from crypto.tls import TlsIdentity
+from accord.crypto.sealed import STATEMENT_TYPE, verify_message
+from accord.crypto.tls import TlsIdentity
 
 from .conftest import NOW, Party, send
 
@@ -189,7 +189,7 @@ def test_attack_revocation_signed_by_the_revoked_key_itself_is_refused() -> None
     with pytest.raises(ValueError, match="another"):
         statement.sign(stolen)
     # Forged the hard way: an envelope signed by the revoked key alone.
-    from crypto.envelope import sign_envelope
+    from accord.crypto.envelope import sign_envelope
 
     envelope = sign_envelope(REVOCATION_TYPE, statement.to_payload(), [stolen])
     history = _history(HistoricKey(stolen.verify_key(), NOW - WEEK))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto import (
+from accord.crypto import (
     Envelope,
     MessageOpener,
     PartDigest,
@@ -18,7 +18,7 @@ from crypto import (
     canonical_json,
     verify_message,
 )
-from crypto.sealed import _statement_json
+from accord.crypto.sealed import _statement_json
 
 from .conftest import BODY, NOW, send
 
@@ -267,7 +267,7 @@ def test_forwarder_substituting_content_key_refused(party_a, party_b, party_c) -
 def test_forwarder_substituting_content_refused(party_a, party_b, party_c) -> None:
     # B knows the file key, so it could encrypt other content under it: the signed
     # ciphertext digest catches it.
-    import crypto._age as age
+    import accord.crypto._age as age
 
     sent = send(party_a, party_b, [])
     env = sent.sealed.sign([party_a.seal])
@@ -325,7 +325,7 @@ def test_body_manifest_built_from_attachment_plaintext_digests(party_a, party_b)
     import hashlib
     import json
 
-    from crypto import seal_message
+    from accord.crypto import seal_message
 
     from .conftest import draft
 

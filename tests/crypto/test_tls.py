@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from crypto.tls import (
+from accord.crypto.tls import (
     PinEvidence,
     TlsError,
     TlsIdentity,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto._wire import format_time, parse_time
+from accord.crypto._wire import format_time, parse_time
 
 ZONES = [UTC, timezone(timedelta(hours=3)), timezone(timedelta(hours=-5))]
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from gateway._tls import build_server
+from accord.gateway.node.tls import build_server
 
 HOST = "127.0.0.1"
 

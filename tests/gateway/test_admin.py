@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from sqlmodel import select
 
-from crypto import (
+from accord.crypto import (
     DecryptionKey,
     Envelope,
     KdfCost,
@@ -28,18 +28,25 @@ from crypto import (
     load_private_key,
     pae,
 )
-from crypto.descriptor import DESCRIPTOR_TYPE, NodeDescriptor, format_fingerprint
-from gateway import _admin
-from gateway._admin import AdminError, InitResult, add_peer, add_user, init_node, list_keys
-from gateway._keystore import (
+from accord.crypto.descriptor import DESCRIPTOR_TYPE, NodeDescriptor, format_fingerprint
+from accord.gateway.admin import home as _admin
+from accord.gateway.admin.home import (
+    AdminError,
+    InitResult,
+    add_peer,
+    add_user,
+    init_node,
+    list_keys,
+)
+from accord.gateway.keys.store import (
     KeyStoreError,
     NodeKeys,
     load_signatory,
     passphrase_from_env_or_prompt,
 )
-from gateway.config import Home
-from policy import DEFAULT_PROFILE_PATH, load_profile
-from storage import (
+from accord.gateway.node.config import Home
+from accord.policy import DEFAULT_PROFILE_PATH, load_profile
+from accord.storage import (
     Database,
     KeyKind,
     KeyStatus,
@@ -49,7 +56,7 @@ from storage import (
     get_peer,
     get_user,
 )
-from storage import list_keys as stored_keys
+from accord.storage import list_keys as stored_keys
 
 CHEAP = KdfCost(opslimit=1, memlimit=8192)
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)

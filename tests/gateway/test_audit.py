@@ -21,19 +21,19 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from crypto import Envelope, KdfCost, MessageDraft, seal_message
-from crypto.bundle import LogEvent, log_origin, verify_bundle, witness_name
-from crypto.checkpoint import Checkpoint, sign_checkpoint, verify_cosignature
-from crypto.descriptor import verify_descriptor
-from crypto.merkle import MerkleTree, leaf_hash
-from gateway import _audit
-from gateway._admin import add_peer, export_descriptor, init_node
-from gateway._audit import AuditScheduler, EventKind
-from gateway._peer_audit import Fork, Refused, Stale, witness
-from gateway._runtime import Node
-from gateway._serve import load_node
-from gateway.config import AuditConfig, Home
-from storage import (
+from accord.crypto import Envelope, KdfCost, MessageDraft, seal_message
+from accord.crypto.bundle import LogEvent, log_origin, verify_bundle, witness_name
+from accord.crypto.checkpoint import Checkpoint, sign_checkpoint, verify_cosignature
+from accord.crypto.descriptor import verify_descriptor
+from accord.crypto.merkle import MerkleTree, leaf_hash
+from accord.gateway.admin.home import add_peer, export_descriptor, init_node
+from accord.gateway.audit import log as _audit
+from accord.gateway.audit.log import AuditScheduler, EventKind
+from accord.gateway.audit.witness import Fork, Refused, Stale, witness
+from accord.gateway.node.config import AuditConfig, Home
+from accord.gateway.node.runtime import Node
+from accord.gateway.serve import load_node
+from accord.storage import (
     NewMessage,
     PartRef,
     insert_outgoing,
@@ -420,8 +420,8 @@ def test_bundle_of_an_unknown_message_is_refused(pair: Pair) -> None:
 def _local_client(pair: Pair, role: str, name: str) -> Any:
     from fastapi.testclient import TestClient
 
-    from gateway._admin import add_user
-    from gateway.app import create_app
+    from accord.gateway.admin.home import add_user
+    from accord.gateway.app import create_app
 
     token = add_user(pair.a.home, name, role=role, now=T0).token
     return TestClient(create_app(pair.a), headers={"Authorization": f"Bearer {token}"})

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from crypto import Envelope
-from crypto.bundle import Bundle, BundleVerificationError, verify_bundle
-from crypto.descriptor import NodeDescriptor, verify_descriptor
-from gateway import _admin, _audit
-from gateway._consent import revoke_consent
-from gateway.cli import app
+from accord.crypto import Envelope
+from accord.crypto.bundle import Bundle, BundleVerificationError, verify_bundle
+from accord.crypto.descriptor import NodeDescriptor, verify_descriptor
+from accord.gateway.admin import home as _admin
+from accord.gateway.audit import log as _audit
+from accord.gateway.cli import app
+from accord.gateway.consent.control import revoke_consent
 
 from . import test_forward
 from .test_forward import (

@@ -16,19 +16,26 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from crypto import Envelope, MessageDraft, SigningKey, seal_message
-from crypto._wire import format_time
-from crypto.bundle import Bundle, BundleVerificationError, verify_bundle
-from crypto.canonical import dumps, loads_canonical
-from crypto.descriptor import NodeDescriptor, verify_descriptor
-from crypto.envelope import sign_envelope
-from crypto.keys import Signer
-from crypto.rotation import ROTATION_TYPE, KeyChange, RotationStatement
-from gateway import _audit, _keys
-from gateway._admin import export_descriptor
-from gateway._runtime import Node
-from gateway._serve import load_node
-from storage import NewMessage, PartRef, insert_outgoing, mark_announcement, pending_announcements
+from accord.crypto import Envelope, MessageDraft, SigningKey, seal_message
+from accord.crypto._wire import format_time
+from accord.crypto.bundle import Bundle, BundleVerificationError, verify_bundle
+from accord.crypto.canonical import dumps, loads_canonical
+from accord.crypto.descriptor import NodeDescriptor, verify_descriptor
+from accord.crypto.envelope import sign_envelope
+from accord.crypto.keys import Signer
+from accord.crypto.rotation import ROTATION_TYPE, KeyChange, RotationStatement
+from accord.gateway.admin.home import export_descriptor
+from accord.gateway.audit import log as _audit
+from accord.gateway.keys import lifecycle as _keys
+from accord.gateway.node.runtime import Node
+from accord.gateway.serve import load_node
+from accord.storage import (
+    NewMessage,
+    PartRef,
+    insert_outgoing,
+    mark_announcement,
+    pending_announcements,
+)
 
 from .test_audit import CHEAP, PARTY_A, PARTY_B, PASS, T0, Pair
 from .test_audit import pair as pair

@@ -24,10 +24,10 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from gateway._keystore import NodeKeys
-from gateway.cli import app
-from gateway.config import Home
-from storage import Database, get_peer, get_user
+from accord.gateway.cli import app
+from accord.gateway.keys.store import NodeKeys
+from accord.gateway.node.config import Home
+from accord.storage import Database, get_peer, get_user
 
 PASS_A = "пароль узла А"
 PASS_B = "пароль узла Б"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway._keystore import NodeKeys
-from gateway.config import Home
+from accord.gateway.keys.store import NodeKeys
+from accord.gateway.node.config import Home
 
 from .test_cli_admin import (
     KEY_FIELDS,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli import app
+from accord.gateway.cli import app
 
 runner = CliRunner()
 ENV = {"ACCORD_NODE": "https://127.0.0.1:9", "ACCORD_TOKEN": "токен-не-нужен"}

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from python_multipart.multipart import MultipartParser
 
-from gateway._client import (
+from accord.gateway.client.local import (
     CHUNK,
     ClientError,
     LocalClient,

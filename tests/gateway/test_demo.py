@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway._harness import accord_command
+from accord.gateway.harness import accord_command
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway._flow import Backlog
+from accord.gateway.node.flow import Backlog
 
 
 async def _spin() -> None:

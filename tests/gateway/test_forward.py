@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from crypto import (
+from accord.crypto import (
     Envelope,
     KdfCost,
     MessageDraft,
@@ -29,9 +29,15 @@ from crypto import (
     new_message_id,
     seal_message,
 )
-from crypto.consent import ConsentToken, ForwardStatement, issue_consent, new_nonce, sign_forward
-from gateway import _admin
-from gateway._consent import (
+from accord.crypto.consent import (
+    ConsentToken,
+    ForwardStatement,
+    issue_consent,
+    new_nonce,
+    sign_forward,
+)
+from accord.gateway.admin import home as _admin
+from accord.gateway.consent.control import (
     ConsentRefused,
     grant_consent,
     list_consents,
@@ -40,7 +46,7 @@ from gateway._consent import (
     revoke_consent,
     use_for_purpose,
 )
-from gateway._forward import (
+from accord.gateway.consent.forward import (
     _accept,
     _body,
     _Prepared,
@@ -48,12 +54,12 @@ from gateway._forward import (
     forward_message,
     provenance,
 )
-from gateway._peer_api import _Accepted, _receive_one, _record
-from gateway._runtime import Node
-from gateway._serve import load_node
-from gateway._stream import END, MAGIC, AsyncByteReader, frame_lengths
-from gateway.config import Home
-from storage import (
+from accord.gateway.messages.receive import _Accepted, _receive_one, _record
+from accord.gateway.messages.stream import END, MAGIC, AsyncByteReader, frame_lengths
+from accord.gateway.node.config import Home
+from accord.gateway.node.runtime import Node
+from accord.gateway.serve import load_node
+from accord.storage import (
     ConsentRecord,
     ForwardRecord,
     Message,
@@ -164,7 +170,7 @@ def deliver(src: Node, dst: Node, message_id: str) -> str:
     with src.db.session(readonly=True) as session:
         row = session.get(Message, message_id)
         assert row is not None
-        from storage import get_parts
+        from accord.storage import get_parts
 
         parts = get_parts(session, message_id)
         stream = frame_lengths(row.envelope, row.header or b"")
@@ -275,7 +281,7 @@ def test_forward_with_consent_is_accepted_and_third_party_proves_origin(world: W
 
 
 def test_third_party_decrypts_the_forwarded_body(world: World) -> None:
-    from gateway._local_api import _opener_for
+    from accord.gateway.api.local.messages import _opener_for
 
     message_id = send(world)
     grant(world, message_id)
@@ -283,7 +289,7 @@ def test_third_party_decrypts_the_forwarded_body(world: World) -> None:
     with world.c.db.session(readonly=True) as session:
         reader = get_user(session, "оператор")
         row = session.get(Message, message_id)
-        from storage import get_parts
+        from accord.storage import get_parts
 
         body = get_parts(session, message_id)[0].data
     assert row is not None and body is not None
@@ -388,7 +394,7 @@ def test_attack_consent_granted_by_the_forwarder_is_refused(world: World) -> Non
 
 def _malicious(w: World, message_id: str, *, token: Envelope | None = None, **changes: Any) -> Any:
     """What a forwarder that bypasses its own node's checks would ship to C."""
-    from gateway._forward import _prepare
+    from accord.gateway.consent.forward import _prepare
 
     nonce = grant(w, message_id)
     prepared = _prepare(w.b, message_id, C, None)
@@ -577,7 +583,7 @@ def test_remarking_by_the_originator_is_a_new_signed_statement_and_gates_reading
 ) -> None:
     from fastapi import HTTPException
 
-    from gateway._local_api import _opener_for
+    from accord.gateway.api.local.messages import _opener_for
 
     message_id = send(world)
     reader = _reader(world.b, "стажёр", "RESTRICTED")
@@ -599,7 +605,7 @@ def test_remarking_by_the_originator_is_a_new_signed_statement_and_gates_reading
 
 
 def test_attack_remarking_by_another_party_than_the_originator_is_refused(world: World) -> None:
-    from gateway._consent import REMARK, _control_message
+    from accord.gateway.consent.control import REMARK, _control_message
 
     message_id = send(world)
     with world.b.db.session(readonly=True) as session:

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlmodel import select
 
-from gateway._groupcommit import GroupCommit
-from storage import Database, Peer, PeerStatus, add_peer
+from accord.gateway.node.groupcommit import GroupCommit
+from accord.storage import Database, Peer, PeerStatus, add_peer
 from tests.storage.helpers import T0
 
 

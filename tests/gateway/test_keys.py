@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from crypto import Envelope, KeyFileError, SigningKey, load_private_key
-from crypto.envelope import sign_envelope
-from crypto.rotation import ROTATION_TYPE, RotatedKind, RotationStatement
-from crypto.sealed import STATEMENT_TYPE
-from gateway import _admin, _keys
-from gateway._admin import AdminError
-from gateway._keys import KeyChangeRefused, apply_peer_statement, load_key_ring
-from gateway._keystore import KeyStoreError, NodeKeys, load_signatory
-from storage import (
+from accord.crypto import Envelope, KeyFileError, SigningKey, load_private_key
+from accord.crypto.envelope import sign_envelope
+from accord.crypto.rotation import ROTATION_TYPE, RotatedKind, RotationStatement
+from accord.crypto.sealed import STATEMENT_TYPE
+from accord.gateway.admin import home as _admin
+from accord.gateway.admin.home import AdminError
+from accord.gateway.keys import lifecycle as _keys
+from accord.gateway.keys.lifecycle import KeyChangeRefused, apply_peer_statement, load_key_ring
+from accord.gateway.keys.store import KeyStoreError, NodeKeys, load_signatory
+from accord.storage import (
     KeyKind,
     KeyStatus,
     find_peer_by_certificate,
@@ -30,8 +31,8 @@ from storage import (
     list_key_events,
     pending_announcements,
 )
-from storage import list_keys as stored_keys
-from storage import revoke_key as store_revoke
+from accord.storage import list_keys as stored_keys
+from accord.storage import revoke_key as store_revoke
 
 from .test_admin import CHEAP, NOW, PARTY_A, PARTY_B, Node, make_node, open_db
 
@@ -108,7 +109,7 @@ def test_attack_rotation_statement_replayed_after_a_later_rotation_is_refused(pa
     # A redelivery (our answer was lost) is acknowledged and changes nothing.
     assert deliver(s1, b, now=NOW + timedelta(hours=1)) == "unchanged"
     with open_db(a) as db, db.session() as session:
-        from storage import mark_announcement
+        from accord.storage import mark_announcement
 
         for row in pending_announcements(session):
             assert row.id is not None
@@ -203,7 +204,7 @@ def test_encryption_rotation_keeps_the_old_key_in_the_ring_for_the_window(pair) 
         ring = load_key_ring(a.home, db, a.passphrase, NOW + timedelta(days=1))
         assert ring.encryption.key_ids == (result.new_key_id, old)  # type: ignore[attr-defined]
         with db.session() as session:
-            from storage import expire_overlaps
+            from accord.storage import expire_overlaps
 
             expire_overlaps(session, now=NOW + timedelta(days=3))
         ring = load_key_ring(a.home, db, a.passphrase, NOW + timedelta(days=3))
@@ -222,7 +223,7 @@ def test_seal_is_held_back_until_every_peer_heard_of_the_rotation(pair) -> None:
         later = load_key_ring(a.home, db, a.passphrase, NOW + timedelta(days=2))
         assert later.seal.key_id == result.new_key_id
         with db.session() as session:
-            from storage import mark_announcement
+            from accord.storage import mark_announcement
 
             for row in pending_announcements(session):
                 assert row.id is not None
@@ -306,7 +307,7 @@ def test_old_message_verifies_with_the_history_after_two_rotations(pair) -> None
         statement = queued(a)[-1]
         deliver(statement, b, now=NOW + timedelta(hours=hours))
         with open_db(a) as db, db.session() as session:
-            from storage import mark_announcement
+            from accord.storage import mark_announcement
 
             for row in pending_announcements(session):
                 assert row.id is not None
@@ -314,7 +315,7 @@ def test_old_message_verifies_with_the_history_after_two_rotations(pair) -> None
     five_years = NOW + timedelta(days=5 * 366)
     with open_db(b) as db:
         with db.session() as session:
-            from storage import expire_overlaps
+            from accord.storage import expire_overlaps
 
             expire_overlaps(session, now=five_years)
             history = _keys.key_history(session, PARTY_A)
@@ -395,8 +396,8 @@ def test_key_upkeep_retries_announcements_retires_overlaps_and_adopts_keys(pair,
     import asyncio
     import logging
 
-    from gateway._peer_keys import KeyUpkeep
-    from gateway._serve import load_node
+    from accord.gateway.keys.upkeep import KeyUpkeep
+    from accord.gateway.serve import load_node
 
     a, _ = pair
     old = NodeKeys.load(a.home, a.passphrase).seal.key_id
@@ -436,9 +437,9 @@ def test_key_upkeep_hands_a_rotated_tls_identity_to_the_live_servers(pair) -> No
     delivery client (`PeerTransport`) is rebuilt for it."""
     import asyncio
 
-    from gateway._delivery import PeerTransport
-    from gateway._peer_keys import KeyUpkeep
-    from gateway._serve import load_node
+    from accord.gateway.keys.upkeep import KeyUpkeep
+    from accord.gateway.messages.delivery import PeerTransport
+    from accord.gateway.serve import load_node
 
     a, _ = pair
     old = NodeKeys.load(a.home, a.passphrase).tls.fingerprint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway._local_api import _safe_file_name
+from accord.gateway.api.local.messages import _safe_file_name
 
 
 @pytest.mark.parametrize("name", ["протокол осмотра.pdf", "a.b.c", "x" * 255])

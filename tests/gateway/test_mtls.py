@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request
 
-from crypto.tls import (
+from accord.crypto.tls import (
     PinEvidence,
     TlsError,
     TlsIdentity,
@@ -26,7 +26,7 @@ from crypto.tls import (
     client_context,
     server_context,
 )
-from gateway._tls import peer_certificate_der
+from accord.gateway.node.tls import peer_certificate_der
 from tests.gateway._servers import running_server
 
 HOSTS = ["localhost", "127.0.0.1"]

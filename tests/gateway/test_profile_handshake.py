@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from crypto import KdfCost
-from gateway import _admin
-from gateway._admin import AdminError, add_peer, init_node
-from gateway.config import Home
-from policy import DEFAULT_PROFILE_PATH, default_profile, load_profile
+from accord.crypto import KdfCost
+from accord.gateway.admin import home as _admin
+from accord.gateway.admin.home import AdminError, add_peer, init_node
+from accord.gateway.node.config import Home
+from accord.policy import DEFAULT_PROFILE_PATH, default_profile, load_profile
 
 CHEAP = KdfCost(opslimit=1, memlimit=8192)
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)

@@ -16,11 +16,11 @@ if REASON is not None:
         pytest.fail(f"ACCORD_REQUIRE_SOFTHSM=1 but {REASON}", pytrace=False)
     pytest.skip(REASON, allow_module_level=True)
 
-from crypto import VerifyKey  # noqa: E402
-from gateway import _admin  # noqa: E402
-from gateway._admin import AdminError  # noqa: E402
-from gateway._keystore import KeyStoreError, load_signatory  # noqa: E402
-from storage import get_key  # noqa: E402
+from accord.crypto import VerifyKey  # noqa: E402
+from accord.gateway.admin import home as _admin  # noqa: E402
+from accord.gateway.admin.home import AdminError  # noqa: E402
+from accord.gateway.keys.store import KeyStoreError, load_signatory  # noqa: E402
+from accord.storage import get_key  # noqa: E402
 
 from .test_admin import CHEAP, NOW, PARTY_A, make_node, open_db  # noqa: E402
 

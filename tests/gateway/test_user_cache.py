@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from crypto import KdfCost
-from gateway._admin import add_user, init_node
-from gateway._runtime import Node
-from gateway._serve import load_node
-from gateway.config import Home
+from accord.crypto import KdfCost
+from accord.gateway.admin.home import add_user, init_node
+from accord.gateway.node.config import Home
+from accord.gateway.node.runtime import Node
+from accord.gateway.serve import load_node
 
 CHEAP = KdfCost(opslimit=1, memlimit=8192)
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

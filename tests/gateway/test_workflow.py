@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from gateway import _workflow
-from gateway._workflow import WorkflowRefused
-from policy import DEFAULT_SCHEME, Marking
-from policy.workflow import REFERENCE_PERIODS, WorkflowError
-from storage import (
+from accord.gateway.workflow import cases as _workflow
+from accord.gateway.workflow.cases import WorkflowRefused
+from accord.policy import DEFAULT_SCHEME, Marking
+from accord.policy.workflow import REFERENCE_PERIODS, WorkflowError
+from accord.storage import (
     Database,
     NewMessage,
     PartRef,
@@ -421,8 +421,8 @@ def test_art_6_3_confidential_fact_case_is_hidden_without_need_to_know(
 def test_art_6_3_audit_event_names_a_confidential_case_only_by_digest(db: Database) -> None:
     """The returned record and the leaf appended to RU's audit log name a confidential-fact
     case by a digest only: no case id, no requesting Party."""
-    from policy.workflow import open_case
-    from storage import list_leaves
+    from accord.policy.workflow import open_case
+    from accord.storage import list_leaves
 
     case = open_case("тайный запрос", requesting=BY, requested=RU, now=T0, confidential_fact=True)
     plain = open_case("запрос", requesting=BY, requested=RU, now=T0)

@@ -39,10 +39,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from crypto import KdfCost
-from gateway._admin import InitResult, add_peer, add_user, export_descriptor, init_node
-from gateway.config import Home
-from storage import Database
+from accord.crypto import KdfCost
+from accord.gateway.admin.home import InitResult, add_peer, add_user, export_descriptor, init_node
+from accord.gateway.node.config import Home
+from accord.storage import Database
 
 __all__ = [
     "KDF",
@@ -249,7 +249,7 @@ class NodeProcess:
         command = [
             sys.executable,
             "-c",
-            "from gateway.cli import main; main()",
+            "from accord.gateway.cli import main; main()",
             "serve",
             "--home",
             str(self.home_dir),

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from crypto import Envelope
-from crypto.bundle import BundleVerificationError, verify_bundle
-from crypto.descriptor import NodeDescriptor, verify_descriptor
-from gateway._harness import accord_command
-from gateway.config import AuditConfig
+from accord.crypto import Envelope
+from accord.crypto.bundle import BundleVerificationError, verify_bundle
+from accord.crypto.descriptor import NodeDescriptor, verify_descriptor
+from accord.gateway.harness import accord_command
+from accord.gateway.node.config import AuditConfig
 from tests.integration._nodes import Cluster, NodeProcess, wait_until
 
 PARTY_A, PARTY_B = "МВД-РБ", "Росгвардия"

@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
-from crypto import KdfCost
-from gateway._client import LocalClient, multipart_upload
-from gateway._harness import Harness, HarnessNode, accord_command, free_port
-from storage import Role
+from accord.crypto import KdfCost
+from accord.gateway.client.local import LocalClient, multipart_upload
+from accord.gateway.harness import Harness, HarnessNode, accord_command, free_port
+from accord.storage import Role
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from crypto import Envelope, verify_receipt
-from gateway._admin import read_descriptor
-from storage import get_message, get_receipt
+from accord.crypto import Envelope, verify_receipt
+from accord.gateway.admin.home import read_descriptor
+from accord.storage import get_message, get_receipt
 from tests.integration._nodes import Cluster, NodeProcess, wait_until
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from crypto import Envelope, SigningKey
-from crypto.rotation import ROTATION_TYPE, RotatedKind, RotationStatement
-from crypto.tls import TlsIdentity, certificate_fingerprint, client_context
-from storage import KeyKind, KeyStatus, get_key, get_message, get_peer, pending_announcements
-from storage import list_keys as stored_keys
+from accord.crypto import Envelope, SigningKey
+from accord.crypto.rotation import ROTATION_TYPE, RotatedKind, RotationStatement
+from accord.crypto.tls import TlsIdentity, certificate_fingerprint, client_context
+from accord.storage import KeyKind, KeyStatus, get_key, get_message, get_peer, pending_announcements
+from accord.storage import list_keys as stored_keys
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess, _now, wait_until
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def accord(*args: str) -> dict[str, object]:
     """Run the real CLI as an admin would, with the node's passphrase; its --json output."""
     env = dict(os.environ, ACCORD_PASSPHRASE=NODE_PASSPHRASE)
     done = subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", *args, "--json"],
+        [sys.executable, "-c", "from accord.gateway.cli import main; main()", *args, "--json"],
         capture_output=True,
         env=env,
         timeout=120,
@@ -259,7 +259,7 @@ def test_attack_forged_rotation_statement_over_the_peer_api_is_refused_uniformly
         a.party, RotatedKind.SEAL, current, mallory_next.verify_key().to_dict(), now,
         now, now,
     )  # fmt: skip
-    from crypto.envelope import sign_envelope
+    from accord.crypto.envelope import sign_envelope
 
     forged = sign_envelope(ROTATION_TYPE, statement.to_payload(), [mallory, mallory_next])
     with _peer_client(a, b) as client:

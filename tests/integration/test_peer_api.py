@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crypto import (
+from accord.crypto import (
     Envelope,
     MessageDraft,
     RecipientKey,
@@ -42,11 +42,11 @@ from crypto import (
     seal_message,
     verify_receipt,
 )
-from crypto.tls import TlsIdentity, client_context
-from gateway._admin import read_descriptor
-from gateway._keystore import NodeKeys, load_signatory
-from gateway._runtime import PROFILE_HEADER
-from policy import default_profile
+from accord.crypto.tls import TlsIdentity, client_context
+from accord.gateway.admin.home import read_descriptor
+from accord.gateway.keys.store import NodeKeys, load_signatory
+from accord.gateway.node.runtime import PROFILE_HEADER
+from accord.policy import default_profile
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess
 
 pytestmark = pytest.mark.integration

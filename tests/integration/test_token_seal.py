@@ -16,13 +16,13 @@ from urllib.parse import quote
 
 import pytest
 
-from crypto import Envelope, VerifyKey, verify_receipt
-from crypto.descriptor import format_fingerprint
-from crypto.rotation import RotatedKind
-from gateway import _keys
-from gateway._admin import export_descriptor, read_descriptor
-from storage import KeyKind, KeyStatus, get_key, get_message, get_receipt
-from storage import list_keys as stored_keys
+from accord.crypto import Envelope, VerifyKey, verify_receipt
+from accord.crypto.descriptor import format_fingerprint
+from accord.crypto.rotation import RotatedKind
+from accord.gateway.admin.home import export_descriptor, read_descriptor
+from accord.gateway.keys import lifecycle as _keys
+from accord.storage import KeyKind, KeyStatus, get_key, get_message, get_receipt
+from accord.storage import list_keys as stored_keys
 from tests.crypto import softhsm
 from tests.integration._nodes import KDF, NODE_PASSPHRASE, Cluster, _now
 

@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from crypto import MessageDraft, canonical_json, new_message_id, seal_message
-from crypto.tls import client_context
-from gateway._admin import read_descriptor
-from gateway._keystore import NodeKeys
-from gateway._runtime import PROFILE_HEADER
-from policy import default_profile
+from accord.crypto import MessageDraft, canonical_json, new_message_id, seal_message
+from accord.crypto.tls import client_context
+from accord.gateway.admin.home import read_descriptor
+from accord.gateway.keys.store import NodeKeys
+from accord.gateway.node.runtime import PROFILE_HEADER
+from accord.policy import default_profile
 from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -166,7 +166,7 @@ def test_attack_refusal_without_reasons_is_refused_by_the_cli_and_the_node(
         [
             sys.executable,
             "-c",
-            "from gateway.cli import main; main()",
+            "from accord.gateway.cli import main; main()",
             "reply",
             case_id,
             "--kind",
@@ -291,7 +291,7 @@ def _accord(
     node: NodeProcess, user: str, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", *args],
+        [sys.executable, "-c", "from accord.gateway.cli import main; main()", *args],
         env={
             "PATH": "/usr/bin:/bin",
             "ACCORD_NODE": node.url,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from policy.lifecycle import AgreementPhase, AgreementTerminated, Lifecycle
-from policy.workflow import REFERENCE_PERIODS, AgreementPeriods
+from accord.policy.lifecycle import AgreementPhase, AgreementTerminated, Lifecycle
+from accord.policy.workflow import REFERENCE_PERIODS, AgreementPeriods
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 PEER = "Росгвардия"

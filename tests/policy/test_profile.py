@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from policy import (
+from accord.policy import (
     DEFAULT_PROFILE_PATH,
     MarkingError,
     Profile,

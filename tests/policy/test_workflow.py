@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy.workflow import (
+from accord.policy.workflow import (
     ACTORS,
     REASONED,
     REFERENCE_PERIODS,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from storage import NewMessage, PartRef, Peer, PeerStatus, add_peer
+from accord.storage import NewMessage, PartRef, Peer, PeerStatus, add_peer
 
 T0 = datetime(2025, 11, 25, 9, 30, 15, 123456, tzinfo=UTC)
 OUR_PARTY = "RU-MVD"

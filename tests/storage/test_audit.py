@@ -11,10 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from crypto.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint, verify_cosignature
-from crypto.checkpoint import add_cosignature as cosign
-from crypto.keys import SigningKey
-from crypto.merkle import (
+from accord.crypto.checkpoint import (
+    Checkpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+    verify_cosignature,
+)
+from accord.crypto.checkpoint import add_cosignature as cosign
+from accord.crypto.keys import SigningKey
+from accord.crypto.merkle import (
     CompactRange,
     consistency_plan,
     inclusion_plan,
@@ -24,7 +29,7 @@ from crypto.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from storage import (
+from accord.storage import (
     Conflict,
     Database,
     DigestMismatch,

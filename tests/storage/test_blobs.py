@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import BlobStore, DigestMismatch, InvalidValue, NotFound, StorageError
+from accord.storage import BlobStore, DigestMismatch, InvalidValue, NotFound, StorageError
 
 CONTENT = "зашифрованное вложение ".encode() * 1000
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage import (
+from accord.storage import (
     Conflict,
     Database,
     InvalidValue,
@@ -224,7 +224,7 @@ def _wait_until(condition: Callable[[], bool]) -> None:
 def test_writer_lock_is_granted_first_come_first_served() -> None:
     """The group-commit thread takes the writer lock again the moment it lets it go; a
     fair lock makes the delivery worker's transactions wait their turn, not for ever."""
-    from storage._database import _FairRLock
+    from accord.storage._database import _FairRLock
 
     lock = _FairRLock()
     order: list[int] = []
@@ -245,7 +245,7 @@ def test_writer_lock_is_granted_first_come_first_served() -> None:
 
 
 def test_writer_lock_skips_a_waiter_that_gave_up() -> None:
-    from storage._database import _FairRLock
+    from accord.storage._database import _FairRLock
 
     lock = _FairRLock()
     lock.acquire()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import (
+from accord.storage import (
     Database,
     InvalidValue,
     KeyKind,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, text
 
-from storage import (
+from accord.storage import (
     Conflict,
     Database,
     Direction,
@@ -361,7 +361,7 @@ def test_small_part_is_stored_inline_with_its_message(db: Database) -> None:
     import dataclasses
     import hashlib
 
-    from storage import PartRef, get_parts
+    from accord.storage import PartRef, get_parts
 
     body = "зашифрованное тело".encode()
     inline = PartRef(hashlib.sha256(body).hexdigest(), len(body), body)
@@ -378,7 +378,7 @@ def test_small_part_is_stored_inline_with_its_message(db: Database) -> None:
 def test_inline_part_that_does_not_match_its_digest_refused() -> None:
     import hashlib
 
-    from storage import DigestMismatch, PartRef
+    from accord.storage import DigestMismatch, PartRef
 
     with pytest.raises(DigestMismatch):
         PartRef(hashlib.sha256(b"signed").hexdigest(), 6, b"forged")

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from storage import (
+from accord.storage import (
     Database,
     Direction,
     SchemaMismatch,
@@ -18,7 +18,7 @@ from storage import (
     list_messages,
     record_incoming,
 )
-from storage._models import metadata
+from accord.storage._models import metadata
 from tests.storage.helpers import MARKING, PEER_NAME, PEER_PARTY, PURPOSE, T0, digest, new_message
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from storage import (
+from accord.storage import (
     Database,
     DuplicateError,
     InvalidValue,
@@ -208,7 +208,7 @@ def test_postgresql_leaser_skips_rows_locked_by_an_open_lease(postgres_migrated_
 def test_restarted_worker_takes_back_its_leases(queued: Database) -> None:
     # A worker killed mid-delivery (kill -9) held leases; its next run releases them at
     # once instead of waiting for them to expire. Another owner's leases stay held.
-    from storage import release_leases
+    from accord.storage import release_leases
 
     _lease(queued, "node-a", 1.5)  # m-0, m-1
     _lease(queued, "node-b", 2.5)  # m-2

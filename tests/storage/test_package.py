@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import storage
+from accord import storage
 
 PACKAGE = Path(storage.__file__).parent
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crypto import (
+from accord.crypto import (
     DecryptionKey,
     Envelope,
     MessageDraft,
@@ -291,7 +291,7 @@ def _time(moment: datetime | None) -> str | None:
 def rotation_cases() -> list[dict[str, Any]]:
     """Rotation and revocation statements of A, checked against A's key history at `now`
     (crypto.rotation; docs/protocol.md "Key-change statements")."""
-    from crypto.rotation import RevocationStatement, RotatedKind, RotationStatement
+    from accord.crypto.rotation import RevocationStatement, RotatedKind, RotationStatement
 
     old, new, other = signing_key("a-seal-1"), signing_key("a-seal-2"), signing_key("mallory")
     week = timedelta(days=7)

@@ -1,0 +1,1 @@
+"""Administration of a node's home: creating it, peers, users, the keys' listing."""

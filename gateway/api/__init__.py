@@ -1,0 +1,1 @@
+"""The node's two HTTP faces: routers and request/response models only."""

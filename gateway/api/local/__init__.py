@@ -1,0 +1,1 @@
+"""The local API: the users' face (operators, signatories, admins, auditors)."""

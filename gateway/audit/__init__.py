@@ -1,0 +1,1 @@
+"""The audit log: events, checkpoints, witnessing by peers, evidence bundles."""

@@ -1,0 +1,171 @@
+"""The auditors' commands of `accord` (CLI.md "Auditors", "Users: bundle export").
+
+- `accord bundle export ID -o FILE`: the message's evidence bundle from a running node.
+- `accord verify BUNDLE --trust DESCRIPTOR...`: offline, with `crypto/` alone: no node, no
+  database. Consent tokens are checked by `crypto.bundle.check_consent_token`. Prints
+  what was proven in plain words; `--json` prints `{"ok", "proven", "failures",
+  "warnings"}`; exit 1 on any failure.
+- `accord audit verify --node URL --token TOKEN`: the node recomputes its whole log and
+  checks every checkpoint and cosignature; the first inconsistency is named; exit 1 then.
+
+Exit codes as everywhere: 0 success, 1 refused or failed (one line on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from accord.gateway.cli._common import (
+    CaOption,
+    IdArgument,
+    JsonOption,
+    NodeOption,
+    TokenOption,
+    _client_refusals,
+    _fail,
+    _print_json,
+    app,
+)
+from accord.gateway.client.local import LocalClient
+
+if TYPE_CHECKING:  # imported when a command runs, not for `accord --help`
+    from accord.crypto.descriptor import NodeDescriptor
+
+__all__: list[str] = []  # commands register themselves on `gateway.cli.app`
+
+bundle_app = typer.Typer(name="bundle", help="Evidence bundles for auditors.", no_args_is_help=True)
+audit_app = typer.Typer(name="audit", help="The node's audit log.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(audit_app, name="audit")
+
+
+@bundle_app.command("export")
+def bundle_export(
+    message_id: IdArgument,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The file to write the bundle to.", show_default=False),
+    ],
+    node: NodeOption,
+    token: TokenOption,
+    ca: CaOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write the evidence bundle of message ID: its signed statement, receipts, the
+    originator's consent tokens (and revocations) and forward statements recorded for it
+    (art. 7.3), the audit log's entries about it with inclusion proofs, and the cosigned
+    checkpoint."""
+    with _client_refusals(), LocalClient(node, token, ca) as client:
+        data = client.bundle(message_id)
+    try:
+        output.write_bytes(data)
+    except OSError as e:
+        _fail(f"cannot write {output}: {e.strerror}. Choose another -o FILE")
+    if json_output:
+        _print_json({"message_id": message_id, "file": str(output), "bytes": len(data)})
+        return
+    typer.echo(f"Wrote the evidence bundle of {message_id} to {output} ({len(data)} bytes).")
+    typer.echo("Verify it with `accord verify FILE --trust DESCRIPTOR...`.")
+
+
+def _descriptor(path: Path) -> NodeDescriptor:
+    from accord.crypto import Envelope, VerificationError
+    from accord.crypto.descriptor import verify_descriptor
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        _fail(f"cannot read the descriptor {path}: {e.strerror}. Check --trust")
+    try:
+        return verify_descriptor(Envelope.from_bytes(data.strip(b" \t\r\n")))
+    except VerificationError as e:
+        _fail(f"{path} is not a valid node descriptor ({e.reason}). Ask the Party for it again")
+
+
+@app.command("verify")
+def verify(
+    bundle: Annotated[
+        Path,
+        typer.Argument(metavar="BUNDLE", help="The evidence bundle file.", show_default=False),
+    ],
+    trust: Annotated[
+        list[Path],
+        typer.Option(
+            "--trust",
+            metavar="DESCRIPTOR",
+            help="A Party's node descriptor whose fingerprint you compared (repeat it).",
+            show_default=False,
+        ),
+    ],
+    json_output: JsonOption = False,
+) -> None:
+    """Verify an evidence bundle offline against trusted node descriptors: statement,
+    receipts, consent tokens (the originator's own, for this message: art. 7.3), forwards
+    and log entries. Pass the descriptors of every Party involved."""
+    from accord.crypto.bundle import BundleVerificationError, verify_bundle
+
+    descriptors = [_descriptor(p) for p in trust]
+    try:
+        data = bundle.read_bytes()
+    except OSError as e:
+        _fail(f"cannot read {bundle}: {e.strerror}. Check the path of the bundle")
+    document: dict[str, Any]
+    try:
+        evidence = verify_bundle(data, descriptors)
+        document = {
+            "ok": True,
+            "message_id": evidence.message_id,
+            "proven": list(evidence.proven),
+            "failures": [],
+            "warnings": list(evidence.warnings),
+        }
+    except BundleVerificationError as e:
+        document = {
+            "ok": False,
+            "proven": list(e.proven),
+            "failures": list(e.failures),
+            "warnings": [],
+        }
+    if json_output:
+        _print_json(document)
+    else:
+        for line in document["proven"]:
+            typer.echo(f"PROVEN   {line}")
+        for line in document["warnings"]:
+            typer.echo(f"NOTE     {line}")
+        for line in document["failures"]:
+            typer.echo(f"FAILED   {line}")
+    if not document["ok"]:
+        first = document["failures"][0] if document["failures"] else "verification failed"
+        _fail(f"the bundle does not verify: {first}. Do not rely on it")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    node: NodeOption,
+    token: TokenOption,
+    ca: CaOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Have the node recompute its whole audit log and check every checkpoint and
+    cosignature; the first inconsistency is named."""
+    with _client_refusals(), LocalClient(node, token, ca) as client:
+        report = client.audit_verify()
+    if json_output:
+        _print_json(report)
+    elif report.get("ok"):
+        typer.echo(
+            f"The audit log of {report.get('party')} verifies: {report.get('size')} entries, "
+            f"root {report.get('root')}, {report.get('checkpoints_verified')} signed "
+            f"checkpoint(s), {report.get('cosignatures_verified')} cosignature(s)."
+        )
+    if not report.get("ok"):
+        problem = report.get("problem") or {}
+        _fail(
+            f"the audit log of {report.get('party')} is inconsistent: {problem.get('kind')} "
+            f"at {problem.get('index')}: {problem.get('detail')}. Keep the database as it is "
+            "and report it"
+        )

@@ -1,0 +1,1 @@
+"""Clients of a node's local API, used by the CLI and the demo."""

@@ -1,0 +1,1 @@
+"""The node's keys: the encrypted key store, rotation and revocation, key upkeep."""

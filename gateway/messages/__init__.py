@@ -1,0 +1,1 @@
+"""Messages: sending, receiving, reading, delivery, uploads, the delivery stream."""

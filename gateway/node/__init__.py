@@ -1,0 +1,1 @@
+"""A running node: its context, configuration, TLS and group commit."""
