@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from accord.gateway.cli import _common as cli_common
 from accord.gateway.admin import home as _admin
+from accord.gateway.cli import _common as cli_common
 from accord.storage import Role
 
 
@@ -35,7 +35,9 @@ def test_serve_opens_the_node_keys_before_the_database_layer_is_loaded() -> None
     """`accord serve` opens the key files (an Argon2id derivation of 64 MiB each) with what
     `gateway._keystore` loads: without the database layer and the web stack, so that the
     derivations sit on a small process, which keeps the node's peak RSS under 150 MiB."""
-    loaded = _modules_after("import accord.gateway.cli, accord.gateway.cli.node, accord.gateway.keys.store")
+    loaded = _modules_after(
+        "import accord.gateway.cli, accord.gateway.cli.node, accord.gateway.keys.store"
+    )
     assert "accord.gateway.keys.store" in loaded
     for heavy in ("accord.storage", "sqlalchemy", "sqlmodel", "alembic", "fastapi", "uvicorn"):
         assert heavy not in loaded, heavy

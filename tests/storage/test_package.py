@@ -11,7 +11,7 @@ PACKAGE = Path(storage.__file__).parent
 
 
 def test_storage_imports_nothing_of_crypto_policy_or_gateway() -> None:
-    forbidden = {"crypto", "policy", "gateway"}
+    forbidden = {"accord.crypto", "accord.policy", "accord.gateway", "crypto", "policy", "gateway"}
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -21,7 +21,11 @@ def test_storage_imports_nothing_of_crypto_policy_or_gateway() -> None:
                 names = [node.module]
             else:
                 continue
-            offenders += [f"{path}: {n}" for n in names if n.split(".")[0] in forbidden]
+            offenders += [
+                f"{path}: {n}"
+                for n in names
+                if n.split(".")[0] in forbidden or ".".join(n.split(".")[:2]) in forbidden
+            ]
     assert offenders == []
 
 
@@ -29,4 +33,4 @@ def test_public_surface_is_what_all_declares() -> None:
     assert sorted(storage.__all__) == storage.__all__
     for name in storage.__all__:
         assert not name.startswith("_")
-        assert getattr(storage, name).__module__.startswith("storage")
+        assert getattr(storage, name).__module__.startswith("accord.storage")
