@@ -71,6 +71,7 @@ from storage import (
 
 from . import _admin, _audit, _workflow
 from ._audit import EventKind
+from ._authority import governing_marking
 from ._groupcommit import BulkWrite
 from ._keys import expiry_warnings
 from ._keystore import KeyStoreError, load_signatory
@@ -776,19 +777,22 @@ def _opener_for(
         raise _problem(403, reason)
     with node.db.session(readonly=True) as session:
         row = _get(session, message_id, user)
+    # The marking that governs is the verified signed one and its verified re-markings,
+    # never the database column alone (`_authority.governing_marking`).
     try:
-        scheme = node.profile.scheme
-        allowed = scheme.may_read(user.clearance, scheme.parse(row.marking))
-    except MarkingError:
-        allowed = False
+        marking = governing_marking(node, row)
+        allowed = node.profile.scheme.may_read(user.clearance, marking)
+        level = marking.level
+    except (MarkingError, VerificationError) as e:
+        log.error("message %s has no verifiable marking: %s", message_id, e)
+        allowed, level = False, "unverifiable"
     if not allowed:
         _audit.record_alone(
             node, _refusal(node, EventKind.READ_REFUSED, user, "above the user's clearance", row)
         )
         raise _problem(
             403,
-            f"message {message_id} is marked {row.marking.get('level')}, above your clearance "
-            f"{user.clearance}",
+            f"message {message_id} is marked {level}, above your clearance {user.clearance}",
         )
     if row.header is None:
         raise _problem(409, f"message {message_id} has no content on this node")

@@ -172,7 +172,9 @@ async def _receive_one(
     message_id = statement.message_id
     try:
         verified = _verify(node, party, envelope)  # 3, 4
-        check_incoming_control(node, party, verified.statement)  # 4a: consent tokens (art. 7.3)
+        check_incoming_control(  # 4a: consent tokens, re-markings (art. 7.1, 7.3)
+            node, party, verified.statement, signed_by=verified.evidence.key_ids
+        )
         # 5, early, only for a message with a part bound for the blob store.
         inline = all(p.size <= INLINE_MAX for p in statement.parts)
         seen = None if inline else _seen(node, party, message_id)

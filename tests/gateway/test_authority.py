@@ -1,0 +1,372 @@
+"""Who may change a marking or consent, and which marking governs a read (issue 12,
+attacks 1 and 2; agreement art. 4.4, 7.1, 7.3; DESIGN guarantee 4).
+
+The three nodes of tests/gateway/test_forward.py (A originates, B receives and forwards,
+C is the third party), their own code, messages fed through each receiver's peer-API
+code. Each negative test is named after the attack it replays and checks that nothing
+changed where the attack aimed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from fastapi import HTTPException
+from sqlalchemy import text
+from sqlmodel import select
+
+from gateway import _admin, _keys
+from gateway._consent import (
+    REMARK,
+    ConsentRefused,
+    _control_message,
+    grant_consent,
+    list_consents,
+    remark_message,
+    request_consent,
+    revoke_consent,
+)
+from gateway._keystore import load_signatory
+from gateway._local_api import _opener_for
+from gateway._runtime import Node
+from storage import Message, MessageStatus, Role, User, get_user, insert_outgoing
+from tests.gateway import test_forward
+from tests.gateway.test_forward import (
+    DEPUTY,
+    DEPUTY_PASS,
+    PASS,
+    PURPOSE,
+    START,
+    A,
+    B,
+    C,
+    World,
+    deliver,
+    events,
+    grant,
+    send,
+)
+
+# The three nodes of test_forward, set up once per module and copied for each test.
+homes = test_forward.homes
+world = test_forward.world
+
+CONFIDENTIAL_ORCON = {"level": "CONFIDENTIAL", "caveats": ["ORCON"]}
+OFFICIAL = {"level": "OFFICIAL", "caveats": []}
+
+
+def _user(node: Node, name: str, role: Role, clearance: str) -> User:
+    _admin.add_user(node.home, name, role=role, clearance=clearance, now=START)
+    with node.db.session(readonly=True) as session:
+        return get_user(session, name)
+
+
+def _marking_at(node: Node, message_id: str) -> dict[str, object]:
+    with node.db.session(readonly=True) as session:
+        row = session.get(Message, message_id)
+        assert row is not None
+        return dict(row.marking)
+
+
+def _remarks_at(node: Node, message_id: str) -> list[Message]:
+    with node.db.session(readonly=True) as session:
+        return list(
+            session.exec(
+                select(Message).where(Message.type == REMARK, Message.in_reply_to == message_id)
+            ).all()
+        )
+
+
+def _revoke(node: Node, key_id: str, *, local: bool) -> None:
+    _keys.revoke(
+        node.home,
+        key_id,
+        reason="ключ скомпрометирован",
+        passphrase=PASS if local else None,
+        now=node.clock(),
+    )
+
+
+# --- Attack 1: a downgrade by the least-privileged user ------------------------------------
+
+
+def test_operator_downgrades_confidential_message_refused(world: World) -> None:
+    """An operator cleared only for OFFICIAL re-marks a CONFIDENTIAL/ORCON message to
+    OFFICIAL: refused, because the *current* marking is above their clearance."""
+    message_id = send(world)
+    low = _user(world.a, "оператор-официал", Role.OPERATOR, "OFFICIAL")
+    with pytest.raises(ConsentRefused, match="below the message's current marking CONFIDENTIAL"):
+        remark_message(world.a, low, message_id, OFFICIAL)
+    assert _marking_at(world.a, message_id) == CONFIDENTIAL_ORCON
+    assert _remarks_at(world.a, message_id) == []
+
+
+def test_cleared_operator_cannot_remark_without_a_signatory(world: World) -> None:
+    """The reference profile asks a signatory (head or deputy) to sign a re-marking."""
+    message_id = send(world)
+    with pytest.raises(ConsentRefused, match="requires a signatory"):
+        remark_message(world.a, world.users[A], message_id, OFFICIAL)
+    assert _remarks_at(world.a, message_id) == []
+
+
+def test_signatory_below_the_current_marking_cannot_remark(world: World) -> None:
+    message_id = send(world)
+    _admin.add_user(
+        world.a.home, "глава-официал", role=Role.SIGNATORY, clearance="OFFICIAL",
+        signatory_passphrase=b"low signatory", now=START,
+    )  # fmt: skip
+    with world.a.db.session(readonly=True) as session:
+        low = get_user(session, "глава-официал")
+    signer = load_signatory(world.a.home, low.name, b"low signatory", db=world.a.db)
+    with pytest.raises(ConsentRefused, match="below the message's current marking"):
+        remark_message(world.a, low, message_id, OFFICIAL, signatory=signer)
+
+
+def test_remark_without_signatory_signature_refused_by_the_recipient(world: World) -> None:
+    """A's node bypasses its own check and sends a re-marking under its seal alone: B
+    refuses it (the profile asks a signatory) and keeps the marking."""
+    message_id = send(world)
+    forged = _forged_remark(world, message_id, OFFICIAL, signers=())
+    assert deliver(world.a, world.b, forged) == "refused"
+    assert _marking_at(world.b, message_id) == CONFIDENTIAL_ORCON
+
+
+def test_remark_signed_with_a_revoked_key_refused_by_the_recipient(world: World) -> None:
+    """B revoked A's head's key: a re-marking signed with it counts for nothing there."""
+    message_id = send(world)
+    changed = remark_message(
+        world.a, world.heads[A], message_id, OFFICIAL, signatory=world.signers[A]
+    )
+    _revoke(world.b, world.signers[A].key_id, local=False)
+    assert deliver(world.a, world.b, changed["sent_as"]) == "refused"
+    assert _marking_at(world.b, message_id) == CONFIDENTIAL_ORCON
+
+
+def test_remark_signed_with_a_revoked_key_refused_locally(world: World) -> None:
+    message_id = send(world)
+    signer = world.signers[A]
+    _revoke(world.a, signer.key_id, local=True)
+    with pytest.raises(ConsentRefused, match="revoked or expired"):
+        remark_message(world.a, world.heads[A], message_id, OFFICIAL, signatory=signer)
+    assert _remarks_at(world.a, message_id) == []
+
+
+def _forged_remark(
+    w: World, message_id: str, marking: dict[str, object], *, signers: tuple[object, ...]
+) -> str:
+    with w.a.db.session(readonly=True) as session:
+        row = session.get(Message, message_id)
+        assert row is not None
+    from crypto import Envelope
+
+    change = {
+        "message_id": message_id,
+        "statement_sha256": Envelope.from_bytes(row.envelope).payload_sha256,
+        "marking": marking,
+    }
+    control = _control_message(
+        w.a, B, REMARK, row, "понижение", {"remark": change}, w.clock(),
+        signers=signers,  # type: ignore[arg-type]
+    )  # fmt: skip
+    with w.a.db.session() as session:
+        insert_outgoing(session, control, now=w.clock())
+    return control.message_id
+
+
+# --- The profile's second person for a downgrade -------------------------------------------
+
+
+def _four_eyes(*nodes: Node) -> None:
+    for node in nodes:
+        node.profile = replace(node.profile, downgrade_signatories=2)
+
+
+def test_downgrade_waits_for_a_second_different_signatory(world: World) -> None:
+    """With `downgrade_signatories = 2`, the head's downgrade waits as a draft; the head
+    again is refused; the deputy's confirmation sends it, and B applies it."""
+    _four_eyes(world.a, world.b)
+    message_id = send(world)
+    first = remark_message(
+        world.a, world.heads[A], message_id, OFFICIAL, signatory=world.signers[A]
+    )
+    assert first["status"] == "pending-approval"
+    assert _marking_at(world.a, message_id) == CONFIDENTIAL_ORCON
+    [draft] = _remarks_at(world.a, message_id)
+    assert draft.status is MessageStatus.DRAFT
+    with pytest.raises(ConsentRefused, match="already signed this downgrade"):
+        remark_message(world.a, world.heads[A], message_id, OFFICIAL, signatory=world.signers[A])
+    with world.a.db.session(readonly=True) as session:
+        deputy = get_user(session, DEPUTY)
+    deputy_key = load_signatory(world.a.home, DEPUTY, DEPUTY_PASS, db=world.a.db)
+    done = remark_message(world.a, deputy, message_id, OFFICIAL, signatory=deputy_key)
+    assert done["sent_as"] == first["draft"]
+    assert _marking_at(world.a, message_id) == OFFICIAL
+    assert deliver(world.a, world.b, done["sent_as"]) == "accepted"
+    assert _marking_at(world.b, message_id) == OFFICIAL
+    assert "remark-proposed" in events(world.a, message_id)
+
+
+def test_upgrade_needs_one_signatory_even_with_four_eyes(world: World) -> None:
+    _four_eyes(world.a, world.b)
+    message_id = send(world)
+    done = remark_message(
+        world.a, world.heads[A], message_id, {"level": "CONFIDENTIAL",
+        "caveats": ["ORCON", "PURPOSE-BOUND"]}, signatory=world.signers[A],
+    )  # fmt: skip
+    assert deliver(world.a, world.b, done["sent_as"]) == "accepted"
+
+
+def test_downgrade_signed_once_refused_by_a_recipient_requiring_two(world: World) -> None:
+    """B's profile asks two signatories for a downgrade: one is not enough, whatever A's
+    node decided."""
+    _four_eyes(world.b)
+    message_id = send(world)
+    forged = _forged_remark(world, message_id, OFFICIAL, signers=(world.signers[A],))
+    assert deliver(world.a, world.b, forged) == "refused"
+    assert _marking_at(world.b, message_id) == CONFIDENTIAL_ORCON
+
+
+# --- Attack 2: consent by someone who may not read the message ----------------------------
+
+
+def test_operator_cleared_official_grants_consent_for_confidential_refused(world: World) -> None:
+    message_id = send(world)
+    low = _user(world.a, "оператор-официал", Role.OPERATOR, "OFFICIAL")
+    with pytest.raises(ConsentRefused, match="below the message's current marking"):
+        grant_consent(
+            world.a, low, message_id, third_party=C, purpose=PURPOSE,
+            expires=world.clock() + timedelta(days=7),
+        )  # fmt: skip
+    assert list_consents(world.a) == []
+
+
+def test_consent_without_a_signatory_refused(world: World) -> None:
+    message_id = send(world)
+    with pytest.raises(ConsentRefused, match="requires a signatory"):
+        grant_consent(
+            world.a, world.users[A], message_id, third_party=C, purpose=PURPOSE,
+            expires=world.clock() + timedelta(days=7),
+        )  # fmt: skip
+
+
+def test_consent_signed_with_a_revoked_signatory_key_refused_locally(world: World) -> None:
+    message_id = send(world)
+    signer = world.signers[A]
+    _revoke(world.a, signer.key_id, local=True)
+    with pytest.raises(ConsentRefused, match="revoked or expired"):
+        grant_consent(
+            world.a, world.heads[A], message_id, third_party=C, purpose=PURPOSE,
+            expires=world.clock() + timedelta(days=7), signatory=signer,
+        )  # fmt: skip
+    assert list_consents(world.a) == []
+
+
+def test_consent_signed_with_a_revoked_key_refused_by_the_forwarder(world: World) -> None:
+    message_id = send(world)
+    granted = grant_consent(
+        world.a, world.heads[A], message_id, third_party=C, purpose=PURPOSE,
+        expires=world.clock() + timedelta(days=7), signatory=world.signers[A],
+    )  # fmt: skip
+    _revoke(world.b, world.signers[A].key_id, local=False)
+    assert deliver(world.a, world.b, granted.control_message_id) == "refused"
+    assert list_consents(world.b) == []
+
+
+def test_operator_below_the_marking_cannot_revoke_a_consent(world: World) -> None:
+    message_id = send(world)
+    nonce = grant(world, message_id)
+    low = _user(world.a, "оператор-официал", Role.OPERATOR, "OFFICIAL")
+    with pytest.raises(ConsentRefused, match="below the message's current marking"):
+        revoke_consent(world.a, low, nonce)
+    assert [c["status"] for c in list_consents(world.a)] == ["granted"]
+
+
+def test_holder_below_the_marking_cannot_ask_for_consent(world: World) -> None:
+    message_id = send(world)
+    low = _user(world.b, "оператор-официал", Role.OPERATOR, "OFFICIAL")
+    with pytest.raises(ConsentRefused, match="below the message's current marking"):
+        request_consent(world.b, low, message_id, third_party=C, purpose=PURPOSE)
+
+
+# --- Reads decided by signed facts ---------------------------------------------------------
+
+
+def _official_reader(node: Node) -> User:
+    return _user(node, "читатель-официал", Role.OPERATOR, "OFFICIAL")
+
+
+def test_editing_the_marking_column_gives_a_low_cleared_reader_nothing(world: World) -> None:
+    """A thief of B's database lowers the marking column of a CONFIDENTIAL message: the
+    OFFICIAL reader is still refused, since the signed statement governs."""
+    message_id = send(world)
+    reader = _official_reader(world.b)
+    with world.b.db.session() as session:
+        session.execute(
+            text("UPDATE messages SET marking = :m WHERE message_id = :id"),
+            {"m": json.dumps(OFFICIAL), "id": message_id},
+        )
+    assert _marking_at(world.b, message_id) == OFFICIAL
+    with pytest.raises(HTTPException, match="marked CONFIDENTIAL, above your clearance"):
+        _opener_for(world.b, reader, message_id)
+
+
+def test_forged_remark_row_in_the_database_gives_nothing(world: World) -> None:
+    """A re-marking row written into B's database, signed by B's own seal in A's name,
+    does not verify as A's and is ignored."""
+    message_id = send(world)
+    reader = _official_reader(world.b)
+    with world.b.db.session(readonly=True) as session:
+        held = session.get(Message, message_id)
+        assert held is not None
+    from crypto import Envelope
+
+    change = {
+        "message_id": message_id,
+        "statement_sha256": Envelope.from_bytes(held.envelope).payload_sha256,
+        "marking": OFFICIAL,
+    }
+    fake = _control_message(world.b, A, REMARK, held, "подделка", {"remark": change}, START)
+    fake = replace(fake, sender=A)
+    with world.b.db.session() as session:
+        insert_outgoing(session, fake, now=START)
+        session.execute(
+            text("UPDATE messages SET marking = :m WHERE message_id = :id"),
+            {"m": json.dumps(OFFICIAL), "id": message_id},
+        )
+    with pytest.raises(HTTPException, match="above your clearance"):
+        _opener_for(world.b, reader, message_id)
+
+
+def test_signed_downgrade_opens_the_message_to_the_lower_clearance(world: World) -> None:
+    message_id = send(world)
+    reader = _official_reader(world.b)
+    changed = remark_message(
+        world.a, world.heads[A], message_id, OFFICIAL, signatory=world.signers[A]
+    )
+    assert deliver(world.a, world.b, changed["sent_as"]) == "accepted"
+    _opener_for(world.b, reader, message_id)
+    # Writing the old, stricter marking back into the column restricts again: the
+    # column may only ever restrict.
+    with world.b.db.session() as session:
+        session.execute(
+            text("UPDATE messages SET marking = :m WHERE message_id = :id"),
+            {"m": json.dumps(CONFIDENTIAL_ORCON), "id": message_id},
+        )
+    with pytest.raises(HTTPException, match="above your clearance"):
+        _opener_for(world.b, reader, message_id)
+
+
+# --- Revocation of a peer key takes effect at once -----------------------------------------
+
+
+def test_peer_seal_revoked_is_refused_at_once(world: World) -> None:
+    """B trusted A's seal a moment ago (its keys are in B's memory); `accord keys revoke`
+    in another process returns, and the next message signed by that seal is refused."""
+    first = send(world)
+    assert first
+    assert world.b.peer_keys(A).seals  # in B's memory now
+    _revoke(world.b, world.a.seal.key_id, local=False)
+    with pytest.raises(AssertionError):
+        send(world)  # `send` asserts B accepted it
