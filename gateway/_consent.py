@@ -43,9 +43,11 @@ from crypto import (
     canonical_json,
     new_message_id,
     seal_message,
+    verify_envelope,
 )
 from crypto.canonical import loads_canonical
 from crypto.consent import (
+    CONSENT_TYPE,
     ConsentRevocation,
     ConsentToken,
     issue_consent,
@@ -323,15 +325,29 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
     if record.status == REVOKED:
         raise ConsentRefused(f"consent {nonce} is already revoked")
     revocation = issue_revocation(ConsentRevocation(nonce, node.party, now), [node.seal])
-    control = _control_message(
-        node,
-        record.forwarder,
-        REVOCATION,
-        row,
-        f"Согласие {nonce[:16]}… на передачу сообщения {record.message_id} отозвано.",
-        {"revocation": revocation.to_dict()},
-        now,
-    )
+    # The revocation carries the token it withdraws, so that the third party, which has
+    # never seen the token, can record it as revoked and refuse a forward under it.
+    extensions = {
+        "revocation": revocation.to_dict(),
+        "consent": Envelope.from_bytes(record.envelope).to_dict(),
+    }
+    text = f"Согласие {nonce[:16]}… на передачу сообщения {record.message_id} отозвано."
+    control = _control_message(node, record.forwarder, REVOCATION, row, text, extensions, now)
+    # Art. 7.3, DESIGN 4: the forwarder may misbehave, so the third party named in the
+    # token is told too (docs/policy.md, "Revocation binds the third party").
+    told = [control]
+    if record.third_party not in (record.forwarder, node.party):
+        try:
+            told.append(
+                _control_message(node, record.third_party, REVOCATION, row, text, extensions, now)
+            )
+        except ConsentRefused:
+            log.warning(
+                "consent %s revoked, but its third party %s is not an active peer: it cannot "
+                "be told",
+                nonce,
+                record.third_party,
+            )
     with node.db.session() as session:
         changed = session.execute(
             update(ConsentRecord)
@@ -340,7 +356,8 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
         )
         if changed.rowcount != 1:  # type: ignore[attr-defined]
             raise ConsentRefused(f"consent {nonce} changed meanwhile: list it again")
-        insert_outgoing(session, control, now=now)
+        for message in told:
+            insert_outgoing(session, message, now=now)
         add_event(
             session,
             record.message_id,
@@ -352,7 +369,12 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
     _audit_event(
         node, "consent-revoked", {"message_id": record.message_id, "nonce": nonce, "by": user.name}
     )
-    return {"nonce": nonce, "status": REVOKED, "sent_as": control.message_id}
+    return {
+        "nonce": nonce,
+        "status": REVOKED,
+        "sent_as": control.message_id,
+        "third_party_told": told[1].message_id if len(told) > 1 else None,
+    }
 
 
 def remark_message(
@@ -829,8 +851,22 @@ def record_incoming_control(session: Session, node: Node, message: NewMessage) -
                 session=session,
             )
         return
-    revocation, raw = _incoming_revocation(node, message.sender, statement)
+    revocation, raw, carried = _incoming_revocation(node, message.sender, statement)
     record = session.get(ConsentRecord, revocation.nonce)
+    if record is None and carried is not None and carried[0].third_party == node.party:
+        # The third party learns of the token by its revocation: kept as revoked, so
+        # that a forward under it is refused here (`_forward._check_fresh`).
+        tombstone = consent_row(carried[0], carried[1], status=REVOKED, now=now)
+        tombstone.revoked_at, tombstone.revocation = now, raw.to_bytes()
+        session.add(tombstone)
+        session.flush()
+        _audit_event(
+            node,
+            "consent-revoked",
+            {"message_id": carried[0].message_id, "nonce": revocation.nonce, "as": "third party"},
+            session=session,
+        )
+        return
     if record is None or record.originator != message.sender:
         return
     if record.status == GRANTED:
@@ -920,13 +956,26 @@ def _incoming_remark(
 
 def _incoming_revocation(
     node: Node, party: str, statement: Statement
-) -> tuple[ConsentRevocation, Envelope]:
+) -> tuple[ConsentRevocation, Envelope, tuple[ConsentToken, Envelope] | None]:
+    """A revocation counts only if the originator's seal signed it; the token it carries
+    (if any) must be that originator's own, sealed by it, for the same nonce."""
     try:
         raw = Envelope.from_dict(statement.extensions.get("revocation"))
         keys = node.peer_keys(party)
     except PeerUnknown as e:
         raise VerificationError(f"{party} is not an active peer") from e
-    return verify_revocation(raw, originator=party, seals=keys.seals), raw
+    revocation = verify_revocation(raw, originator=party, seals=keys.seals)
+    carried = statement.extensions.get("consent")
+    if carried is None:
+        return revocation, raw, None
+    envelope = Envelope.from_dict(carried)
+    evidence = verify_envelope(envelope, keys.verify_keys, payload_type=CONSENT_TYPE)
+    if not evidence.key_ids & keys.seals.keys():
+        raise VerificationError("the revoked token is not sealed by the originator")
+    token = ConsentToken.from_payload(evidence.statement)
+    if token.originator != party or token.nonce != revocation.nonce:
+        raise VerificationError("the revocation carries another token")
+    return revocation, raw, (token, envelope)
 
 
 def _control_message(

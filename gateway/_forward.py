@@ -82,6 +82,7 @@ from storage import (
 
 from ._consent import (
     GRANTED,
+    REVOKED,
     USED,
     ConsentRefused,
     _audit_event,
@@ -468,7 +469,10 @@ def _verify(
 def _check_fresh(node: Node, evidence: VerifiedForward) -> None:
     token = evidence.consent.token
     with node.db.session(readonly=True) as session:
-        if session.get(ConsentRecord, token.nonce) is not None:
+        known = session.get(ConsentRecord, token.nonce)
+        if known is not None and known.status == REVOKED:
+            raise _Refused(f"consent {token.nonce[:16]} was revoked by its originator")
+        if known is not None:
             raise _Refused(f"consent {token.nonce[:16]} was already used for a forward here")
         if session.get(Message, token.message_id) is not None:
             raise _Refused(f"message {token.message_id} is already on this node")

@@ -28,10 +28,19 @@ from gateway._consent import (
     request_consent,
     revoke_consent,
 )
+from gateway._forward import _Refused
 from gateway._keystore import load_signatory
 from gateway._local_api import _opener_for
 from gateway._runtime import Node
-from storage import Message, MessageStatus, Role, User, get_user, insert_outgoing
+from storage import (
+    ConsentRecord,
+    Message,
+    MessageStatus,
+    Role,
+    User,
+    get_user,
+    insert_outgoing,
+)
 from tests.gateway import test_forward
 from tests.gateway.test_forward import (
     DEPUTY,
@@ -370,3 +379,69 @@ def test_peer_seal_revoked_is_refused_at_once(world: World) -> None:
     _revoke(world.b, world.a.seal.key_id, local=False)
     with pytest.raises(AssertionError):
         send(world)  # `send` asserts B accepted it
+
+
+# --- Attack 3: a revoked consent binds the third party too --------------------------------
+
+
+def _misbehaving_forward(w: World, message_id: str, nonce: str) -> None:
+    """B ignores the revocation it received: it resets its own record and ships, with its
+    real keys, a forward stream carrying the revoked token to C's acceptance code."""
+    from gateway._forward import _prepare
+
+    with w.b.db.session() as session:
+        record = session.get(ConsentRecord, nonce)
+        assert record is not None and record.status == "revoked"
+        record.status = "granted"
+        session.add(record)
+    test_forward._ship_to_c(w, _prepare(w.b, message_id, C, None))
+
+
+def test_forwarder_ships_under_a_revoked_token_refused_by_the_third_party(world: World) -> None:
+    message_id = send(world)
+    nonce = grant(world, message_id)
+    revoked = revoke_consent(world.a, world.users[A], nonce)
+    assert revoked["third_party_told"] is not None
+    assert deliver(world.a, world.b, revoked["sent_as"]) == "accepted"
+    assert deliver(world.a, world.c, revoked["third_party_told"]) == "accepted"
+    assert [(c["nonce"], c["status"]) for c in list_consents(world.c)] == [(nonce, "revoked")]
+    with pytest.raises(_Refused, match="revoked by its originator"):
+        _misbehaving_forward(world, message_id, nonce)
+    assert world.stored_at_c() == 1  # the revocation notice only, not the message
+    with world.c.db.session(readonly=True) as session:
+        assert session.get(Message, message_id) is None
+
+
+def test_revocation_reaches_the_third_party_even_when_the_forwarder_is_down(
+    world: World,
+) -> None:
+    """The revocation is queued to C on its own: it does not travel through B."""
+    message_id = send(world)
+    nonce = grant(world, message_id)
+    revoked = revoke_consent(world.a, world.users[A], nonce)
+    assert deliver(world.a, world.c, revoked["third_party_told"]) == "accepted"
+    with pytest.raises(_Refused, match="revoked"):
+        test_forward._ship_to_c(world, _prepared_anyway(world, message_id))
+    assert [c["status"] for c in list_consents(world.c)] == ["revoked"]
+
+
+def _prepared_anyway(w: World, message_id: str) -> object:
+    from gateway._forward import _prepare
+
+    return _prepare(w.b, message_id, C, None)
+
+
+def test_revocation_not_yet_delivered_is_the_documented_window(world: World) -> None:
+    """docs/policy.md: until A's outbox has delivered the revocation to C, C cannot know
+    of it; a misbehaving B that forwards in that window is accepted (and the forward is
+    on record at C, in B's signed forward statement, as evidence against B)."""
+    message_id = send(world)
+    nonce = grant(world, message_id)
+    revoked = revoke_consent(world.a, world.users[A], nonce)
+    assert deliver(world.a, world.b, revoked["sent_as"]) == "accepted"
+    _misbehaving_forward(world, message_id, nonce)
+    with world.c.db.session(readonly=True) as session:
+        assert session.get(Message, message_id) is not None
+    # The late revocation is still accepted; the token is recorded used, not revoked.
+    assert deliver(world.a, world.c, revoked["third_party_told"]) == "accepted"
+    assert [c["status"] for c in list_consents(world.c)] == ["used"]

@@ -133,8 +133,10 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     nodes = [_node(root / k, p, port, clock) for k, p, port in
              (("a", A, 9443), ("b", B, 9543), ("c", C, 9643))]  # fmt: skip
     a, b, c = nodes
-    for src, dst in ((a, b), (b, a), (b, c), (c, b), (a, c)):
-        _introduce(src, dst)  # C trusts A: it must verify A's signatures.
+    for src, dst in ((a, b), (b, a), (b, c), (c, b), (a, c), (c, a)):
+        # C trusts A: it must verify A's signatures; A trusts C: it tells C of a
+        # revocation (tests/gateway/test_authority.py).
+        _introduce(src, dst)
     for n in nodes:
         n.close()
     return root
