@@ -65,6 +65,7 @@ from crypto.consent import (
 )
 from crypto.sealed import STATEMENT_TYPE, Statement
 from crypto.tls import client_context
+from policy.admission import AdmissionRefused, admit
 from storage import (
     ConsentRecord,
     Direction,
@@ -461,6 +462,10 @@ def _verify(
         identity=node.encryption,
     )
     st = evidence.message.statement
+    try:  # only what this node's profile allows (policy/admission.py)
+        admit(node.profile.scheme, st.type, st.marking, st.extensions)
+    except AdmissionRefused as e:
+        raise _Refused(f"not admitted by the profile: {e}") from e
     if st.type == "request" and not evidence.message.evidence.key_ids & origin.signatories.keys():
         raise _Refused("a request must be signed by the originator's head or deputy (art. 4.4)")
     return evidence

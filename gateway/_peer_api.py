@@ -5,6 +5,9 @@ Checklist for every delivered message (DESIGN guarantees 1, 5, 6; STYLE "verific
  2. The envelope parses (canonical DSSE) and is a message statement.
  3. Its signatures verify under that peer's keys: one of its seal keys always, and one of
     its signatory keys for a request (agreement art. 4.4).
+ 3a. It carries only what this node's profile allows: a carried level (never one above
+    the ceiling), known caveats and marking fields, a known type and known extensions
+    (`policy.admission`); otherwise it is refused like a bad signature.
  4. The statement's sender is the connected peer (a peer cannot speak for another party),
     its recipient is this node, and it has not expired.
  5. A (sender, message id) already recorded is a redelivery when the envelope is the same,
@@ -53,6 +56,7 @@ from crypto.bundle import LogEvent
 from crypto.canonical import loads_canonical
 from crypto.sealed import STATEMENT_TYPE, PartDigest, Statement, VerifiedMessage
 from crypto.tls import certificate_fingerprint
+from policy.admission import AdmissionRefused, admit
 from policy.workflow import WorkflowError
 from storage import (
     Conflict,
@@ -239,6 +243,11 @@ def _verify(node: Node, party: str, envelope: Envelope) -> VerifiedMessage:
     )
     if not verified.evidence.key_ids & keys.seals.keys():
         raise _Refused("no signature by the peer's seal")
+    st = verified.statement
+    try:  # 3a: only what this node's profile allows (policy/admission.py)
+        admit(node.profile.scheme, st.type, st.marking, st.extensions)
+    except AdmissionRefused as e:
+        raise _Refused(f"not admitted by the profile: {e}") from e
     if (
         verified.statement.type == "request"
         # An urgent oral request is registered under the seal; its written confirmation

@@ -445,3 +445,63 @@ def test_revocation_not_yet_delivered_is_the_documented_window(world: World) -> 
     # The late revocation is still accepted; the token is recorded used, not revoked.
     assert deliver(world.a, world.c, revoked["third_party_told"]) == "accepted"
     assert [c["status"] for c in list_consents(world.c)] == ["used"]
+
+
+# --- A receiver accepts only what its profile allows ---------------------------------------
+
+
+def _send_raw(w: World, **changes: object) -> str:
+    """A's node signs, with its real seal, a statement its own local API would never
+    make; returns the id once queued (B has not seen it yet)."""
+    from crypto import MessageDraft, canonical_json, new_message_id, seal_message
+    from storage import NewMessage, PartRef
+
+    now = w.clock()
+    values: dict[str, object] = {
+        "message_id": new_message_id(), "sender": A, "recipient": B, "created": now,
+        "expires": now + timedelta(days=30), "marking": CONFIDENTIAL_ORCON,
+        "purpose": "расследование", "type": "notice",
+    }  # fmt: skip
+    values.update(changes)
+    draft = MessageDraft(**values)  # type: ignore[arg-type]
+    body = canonical_json({"v": 1, "text": "текст", "fields": {}, "attachments": []})
+    sealed = seal_message(
+        draft, body=body, recipients=[w.a.peer_keys(B).encryption, w.a.encryption.recipient()]
+    )
+    st = sealed.statement
+    message = NewMessage(
+        message_id=st.message_id, sender=A, recipient=B, type=st.type,
+        marking=dict(st.marking), purpose=st.purpose, created=st.created,
+        expires=st.expires, envelope=sealed.sign([w.a.seal]).to_bytes(),
+        header=sealed.header, parts=(PartRef(st.body.sha256, st.body.size, sealed.body),),
+    )  # fmt: skip
+    with w.a.db.session() as session:
+        insert_outgoing(session, message, now=now)
+    return st.message_id
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"marking": {"level": "SECRET", "caveats": []}}, id="above-the-ceiling"),
+        pytest.param({"marking": {"level": "TOP SECRET", "caveats": []}}, id="top-secret"),
+        pytest.param({"marking": {"level": "ДСП", "caveats": []}}, id="unknown-level"),
+        pytest.param({"marking": {"level": "OFFICIAL", "caveats": ["NOFORN"]}}, id="caveat"),
+        pytest.param(
+            {"marking": {"level": "OFFICIAL", "caveats": [], "releasable": "all"}},
+            id="unknown-marking-field",
+        ),
+        pytest.param({"type": "ultimatum"}, id="unknown-type"),
+        pytest.param({"extensions": {"override": True}}, id="unknown-extension"),
+    ],
+)
+def test_pinned_peer_delivers_what_the_profile_does_not_allow_refused(
+    world: World, changes: dict[str, object]
+) -> None:
+    """A pinned peer with the same profile digest signs a statement its profile does not
+    allow: the receiver refuses it (the uniform refusal), never an accepted receipt, and
+    stores nothing."""
+    message_id = _send_raw(world, **changes)
+    assert deliver(world.a, world.b, message_id) == "refused"
+    with world.b.db.session(readonly=True) as session:
+        assert session.get(Message, message_id) is None
