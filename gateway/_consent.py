@@ -689,18 +689,36 @@ def usable_consent(
     live = [r for r in for_party if r.status == GRANTED and r.expires > now]
     if live:
         return live[0]
-    states = {r.status for r in for_party}
-    if states == {REVOKED}:
-        why = "was revoked by the originator"
-    elif USED in states and not any(r.status == GRANTED for r in for_party):
-        why = "was already used: a consent covers one transfer"
-    else:
-        why = f"expired ({max(r.expires for r in for_party):%Y-%m-%d %H:%M} UTC)"
     raise ConsentRefused(
-        f"the consent for message {message_id} to {third_party} {why}: ask the originator "
-        "for a new one",
+        f"the consent for message {message_id} to {third_party} {_why_not(for_party)}: ask "
+        "the originator for a new one",
         403,
     )
+
+
+def _why_not(records: list[ConsentRecord]) -> str:
+    """Why none of `records` covers a transfer now, each by its own state: a used
+    consent is never reported as expired, and an expiry date is only ever the date of a
+    consent that did expire."""
+    used = [r for r in records if r.status == USED]
+    revoked = [r for r in records if r.status == REVOKED]
+    expired = [r for r in records if r.status == GRANTED]
+    reasons = []
+    if used:
+        reasons.append("was already used: a consent covers one transfer")
+    if revoked:
+        reasons.append("was revoked by the originator")
+    if expired:
+        reasons.append(f"expired ({max(r.expires for r in expired):%Y-%m-%d %H:%M} UTC)")
+    if len(reasons) == 1:
+        return reasons[0]
+    counted = [f"{len(used)} already used"] if used else []
+    if revoked:
+        counted.append(f"{len(revoked)} revoked by the originator")
+    if expired:
+        last = max(r.expires for r in expired)
+        counted.append(f"{len(expired)} expired (the last at {last:%Y-%m-%d %H:%M} UTC)")
+    return "is not usable: of its consents " + ", ".join(counted)
 
 
 def _refuse_purpose(message_id: str, rows: list[ConsentRecord]) -> list[ConsentRecord]:

@@ -505,3 +505,34 @@ def test_pinned_peer_delivers_what_the_profile_does_not_allow_refused(
     assert deliver(world.a, world.b, message_id) == "refused"
     with world.b.db.session(readonly=True) as session:
         assert session.get(Message, message_id) is None
+
+
+# --- Refusals say the true reason ----------------------------------------------------------
+
+
+def test_forward_refused_after_the_only_consent_was_used_does_not_say_expired(
+    world: World,
+) -> None:
+    message_id = send(world)
+    grant(world, message_id)
+    test_forward.forward(world, message_id)
+    with pytest.raises(ConsentRefused) as refused:
+        test_forward.forward(world, message_id)
+    assert "already used" in str(refused.value)
+    assert "expired" not in str(refused.value)
+
+
+def test_forward_refused_names_each_consents_own_state(world: World) -> None:
+    """One consent expired, a later one used: the refusal does not give the used one's
+    (future) date as an expiry."""
+    message_id = send(world)
+    grant(world, message_id, expires=world.clock() + timedelta(days=1))
+    world.clock.now += timedelta(days=2)
+    grant(world, message_id, expires=world.clock() + timedelta(days=30))
+    test_forward.forward(world, message_id)
+    with pytest.raises(ConsentRefused) as refused:
+        test_forward.forward(world, message_id)
+    text = str(refused.value)
+    assert "1 already used" in text
+    assert f"1 expired (the last at {START + timedelta(days=1):%Y-%m-%d}" in text
+    assert f"{world.clock() + timedelta(days=30):%Y-%m-%d}" not in text
