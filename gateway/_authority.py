@@ -28,14 +28,45 @@ from crypto import Envelope, VerificationError, VerifyKey, verify_envelope
 from crypto.sealed import STATEMENT_TYPE, Statement
 from policy import Marking, MarkingError
 from policy.authority import governing, stricter
-from storage import Key, KeyKind, Message, MessageStatus, list_keys
+from storage import (
+    Key,
+    KeyKind,
+    Message,
+    MessageStatus,
+    NotFound,
+    Role,
+    User,
+    get_message,
+    list_keys,
+)
 
+from . import _workflow
 from ._runtime import Node
 
-__all__ = ["REMARK", "governing_marking", "signed_remark", "usable_signatories"]
+__all__ = [
+    "METADATA_ROLES",
+    "REMARK",
+    "NotKnown",
+    "governing_marking",
+    "known_message",
+    "may_know",
+    "signed_remark",
+    "usable_signatories",
+]
 
 log = logging.getLogger("accord.authority")
 REMARK = "remark"
+# Roles that see a message's metadata (status, case, provenance, consents, bundle) by
+# their role, whatever its marking: never its content (DESIGN 9, "auditors verify
+# without reading content").
+METADATA_ROLES = (Role.AUDITOR, Role.ADMIN)
+
+
+class NotKnown(Exception):
+    """The message is missing, or this user may not know of it: the two answer alike."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"no message {message_id} on this node")
 
 
 def _owner_keys(session: Session, owner: str) -> dict[str, VerifyKey]:
@@ -135,3 +166,33 @@ def usable_signatories(
         and k.status.usable
         and (k.not_after is None or k.not_after > now)
     )
+
+
+def may_know(node: Node, session: Session, user: User, row: Message) -> bool:
+    """Need-to-know of anything about `row` (its status, case, provenance, consents,
+    bundle): auditors know by role (metadata only, never content); for everyone else the
+    confidential fact of a request (art. 6.3) hides it without access to its case; then
+    admins know by role (metadata only), operators and signatories only within their
+    clearance of the governing marking."""
+    if user.role is Role.AUDITOR:  # oversight sees every message's metadata, by role
+        return True
+    if not _workflow.is_visible(session, user, row.message_id):
+        return False
+    if user.role is Role.ADMIN:
+        return True
+    try:
+        return node.profile.scheme.may_read(user.clearance, governing_marking(node, row))
+    except (MarkingError, VerificationError):
+        return False
+
+
+def known_message(node: Node, user: User, message_id: str) -> Message:
+    """The message if `user` may know of it; `NotKnown` alike when it is missing or not."""
+    with node.db.session(readonly=True) as session:
+        try:
+            row = get_message(session, message_id)
+        except NotFound as e:
+            raise NotKnown(message_id) from e
+        if not may_know(node, session, user, row):
+            raise NotKnown(message_id)
+    return row

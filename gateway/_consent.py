@@ -85,7 +85,13 @@ from storage import (
 
 from . import _audit
 from ._audit import EventKind
-from ._authority import governing_marking, usable_signatories
+from ._authority import (
+    METADATA_ROLES,
+    NotKnown,
+    governing_marking,
+    known_message,
+    usable_signatories,
+)
 from ._keystore import KeyStoreError, load_signatory
 from ._local_api import current_user
 from ._parts import message_row
@@ -1092,6 +1098,19 @@ def _timeline(node: Node, message_id: str, event: str, detail: dict[str, Any]) -
         log.exception("could not record %s on %s", event, message_id)
 
 
+def _knows_of(node: Node, user: User, message_id: str) -> bool:
+    """Whether a consent row may be listed to `user`: need-to-know of its message; a
+    consent whose message is not held here (the originator's record of a message since
+    removed, a third party's revoked token) only to signatories, auditors and admins."""
+    try:
+        known_message(node, user, message_id)
+    except NotKnown:
+        with node.db.session(readonly=True) as session:
+            held = session.get(Message, message_id) is not None
+        return not held and user.role in (Role.SIGNATORY, *METADATA_ROLES)
+    return True
+
+
 def _problem(e: ConsentRefused) -> HTTPException:
     return HTTPException(status_code=e.status, detail=str(e))
 
@@ -1165,11 +1184,15 @@ def consent_router(node: Node) -> APIRouter:
 
     @router.get("/messages/{message_id}/consents")
     def consents_of(message_id: str, user: CurrentUser) -> list[dict[str, Any]]:
+        try:  # need-to-know: clearance and art. 6.3; forbidden answers as missing
+            known_message(node, user, message_id)
+        except NotKnown as e:
+            raise HTTPException(404, str(e)) from e
         return list_consents(node, message_id)
 
     @router.get("/consents")
     def consents(user: CurrentUser) -> list[dict[str, Any]]:
-        return list_consents(node)
+        return [c for c in list_consents(node) if _knows_of(node, user, c["message_id"])]
 
     @router.post("/consents/{nonce}/revoke")
     def revoke(nonce: str, user: CurrentUser) -> dict[str, Any]:

@@ -81,6 +81,7 @@ from storage import (
     record_incoming,
 )
 
+from ._authority import NotKnown, known_message
 from ._consent import (
     GRANTED,
     REVOKED,
@@ -632,6 +633,10 @@ def forward_router(node: Node) -> APIRouter:
     @router.get("/messages/{message_id}/provenance")
     def proof(message_id: str, user: CurrentUser) -> dict[str, Any]:
         """Who signed the message (and, if forwarded, the consent and the forwarder)."""
+        try:  # need-to-know: clearance and art. 6.3; forbidden answers as missing
+            known_message(node, user, message_id)
+        except NotKnown as e:
+            raise HTTPException(404, str(e)) from e
         try:
             return provenance(node, message_id)
         except ConsentRefused as e:

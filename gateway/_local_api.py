@@ -71,7 +71,7 @@ from storage import (
 
 from . import _admin, _audit, _workflow
 from ._audit import EventKind
-from ._authority import governing_marking
+from ._authority import NotKnown, governing_marking, known_message
 from ._groupcommit import BulkWrite
 from ._keys import expiry_warnings
 from ._keystore import KeyStoreError, load_signatory
@@ -296,6 +296,11 @@ def local_router(node: Node) -> APIRouter:
 
     @router.get("/messages/{message_id}/status")
     def status(message_id: str, user: CurrentUser) -> dict[str, Any]:
+        # Need-to-know: clearance and art. 6.3; a forbidden message answers as a missing one.
+        try:
+            known_message(node, user, message_id)
+        except NotKnown as e:
+            raise _problem(404, str(e)) from e
         with node.db.session(readonly=True) as session:
             row = _get(session, message_id, user)
             events = list_events(session, message_id)
@@ -371,6 +376,14 @@ def local_router(node: Node) -> APIRouter:
     @router.get("/cases/{case_id}")
     def case(case_id: str, user: CurrentUser) -> dict[str, Any]:
         """A request's case: state, overdue flag (art. 4.2), allowed steps, history."""
+        try:  # need-to-know of the request the case is about (clearance, art. 6.3)
+            known_message(node, user, case_id)
+        except NotKnown as e:
+            raise _problem(
+                404,
+                f"no case {case_id} on this node: check the request's message id with "
+                "`accord inbox` or `accord outbox`",
+            ) from e
         with node.db.session(readonly=True) as session:
             try:
                 return _workflow.case_view(session, user, case_id, now=node.clock())

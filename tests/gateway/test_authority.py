@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi import HTTPException
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -32,6 +33,7 @@ from gateway._forward import _Refused
 from gateway._keystore import load_signatory
 from gateway._local_api import _opener_for
 from gateway._runtime import Node
+from gateway.app import create_app
 from storage import (
     ConsentRecord,
     Message,
@@ -536,3 +538,62 @@ def test_forward_refused_names_each_consents_own_state(world: World) -> None:
     assert "1 already used" in text
     assert f"1 expired (the last at {START + timedelta(days=1):%Y-%m-%d}" in text
     assert f"{world.clock() + timedelta(days=30):%Y-%m-%d}" not in text
+
+
+# --- Need-to-know everywhere ---------------------------------------------------------------
+
+
+def _api(node: Node, name: str, role: Role, clearance: str) -> TestClient:
+    result = _admin.add_user(node.home, name, role=role, clearance=clearance, now=START)
+    app = create_app(node)
+    return TestClient(app, headers={"Authorization": f"Bearer {result.token}"})
+
+
+def _metadata_paths(message_id: str) -> list[str]:
+    return [
+        f"/api/v1/messages/{message_id}/status",
+        f"/api/v1/messages/{message_id}/provenance",
+        f"/api/v1/messages/{message_id}/consents",
+        f"/api/v1/messages/{message_id}/bundle",
+    ]
+
+
+def test_low_cleared_user_learns_nothing_about_a_message_above_their_clearance(
+    world: World,
+) -> None:
+    """Status, provenance, consent list and bundle of a CONFIDENTIAL message answer an
+    OFFICIAL operator exactly as for a message that does not exist; the consent list
+    leaves it out. An auditor sees the metadata by role."""
+    message_id = send(world)
+    grant(world, message_id)
+    missing = "0" * len(message_id)
+    with _api(world.b, "оператор-официал", Role.OPERATOR, "OFFICIAL") as low:
+        for known, absent in zip(
+            _metadata_paths(message_id), _metadata_paths(missing), strict=True
+        ):
+            forbidden, nothing = low.get(known), low.get(absent)
+            assert forbidden.status_code == nothing.status_code == 404, (known, forbidden.text)
+            assert (
+                forbidden.json()["detail"].replace(message_id, missing)
+                == (nothing.json()["detail"])
+            )
+        assert low.get("/api/v1/consents").json() == []
+    with _api(world.b, "аудитор", Role.AUDITOR, "OFFICIAL") as auditor:
+        assert auditor.get(f"/api/v1/messages/{message_id}/status").status_code == 200
+        assert auditor.get(f"/api/v1/messages/{message_id}/bundle").status_code == 200
+        assert auditor.get(f"/api/v1/messages/{message_id}").status_code == 403  # no content
+    with _api(world.b, "оператор-конф", Role.OPERATOR, "CONFIDENTIAL") as cleared:
+        for path in _metadata_paths(message_id):
+            assert cleared.get(path).status_code == 200, path
+        assert [c["message_id"] for c in cleared.get("/api/v1/consents").json()] == [message_id]
+
+
+def test_editing_the_marking_column_opens_no_metadata_either(world: World) -> None:
+    message_id = send(world)
+    with world.b.db.session() as session:
+        session.execute(
+            text("UPDATE messages SET marking = :m WHERE message_id = :id"),
+            {"m": json.dumps(OFFICIAL), "id": message_id},
+        )
+    with _api(world.b, "оператор-официал", Role.OPERATOR, "OFFICIAL") as low:
+        assert low.get(f"/api/v1/messages/{message_id}/status").status_code == 404
