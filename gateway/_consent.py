@@ -742,6 +742,10 @@ def use_for_purpose(node: Node, user: User, message_id: str, purpose: str) -> di
     now = node.clock()
     _require_user(user)
     row = _received_message(node, message_id)
+    try:  # a use is made by a person who may read it (clearance, art. 6.3)
+        known_message(node, user, message_id)
+    except NotKnown as e:
+        raise ConsentRefused(str(e), 404) from e
     if purpose == row.purpose:
         with node.db.session() as session:
             add_event(

@@ -157,6 +157,7 @@ async def forward_message(
     own acceptance code in process)."""
     try:
         _require_user(user)
+        await asyncio.to_thread(_require_known, node, user, message_id)
         prepared = await asyncio.to_thread(_prepare, node, message_id, to, purpose)
     except ConsentRefused as e:
         _refused(node, message_id, to, user, str(e))
@@ -174,6 +175,15 @@ async def forward_message(
         {"message_id": message_id, "to": to, "nonce": prepared.record.nonce, "by": user.name},
     )
     return Forwarded(prepared.forward_id, message_id, to, prepared.record.nonce)
+
+
+def _require_known(node: Node, user: User, message_id: str) -> None:
+    """Only a person with need-to-know of the message (clearance of its governing
+    marking, art. 6.3) passes it on; to anyone else it is a message that is not here."""
+    try:
+        known_message(node, user, message_id)
+    except NotKnown as e:
+        raise ConsentRefused(str(e), 404) from e
 
 
 @dataclass(frozen=True)

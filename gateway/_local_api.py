@@ -337,7 +337,8 @@ def local_router(node: Node) -> APIRouter:
             "from": row.sender,
             "to": row.recipient,
             "type": row.type,
-            "marking": row.marking,
+            # The governing marking (signed statement and re-markings), not the column.
+            "marking": governing_marking(node, row).to_dict(),
             "purpose": row.purpose,
             "created": row.created.isoformat(),
             "in_reply_to": row.in_reply_to,

@@ -597,3 +597,21 @@ def test_editing_the_marking_column_opens_no_metadata_either(world: World) -> No
         )
     with _api(world.b, "оператор-официал", Role.OPERATOR, "OFFICIAL") as low:
         assert low.get(f"/api/v1/messages/{message_id}/status").status_code == 404
+
+
+def test_operator_below_the_marking_cannot_forward_or_use_it(world: World) -> None:
+    """Passing a message on, or using it, is for a person who may read it."""
+    import asyncio
+
+    from gateway._consent import use_for_purpose
+    from gateway._forward import forward_message
+
+    message_id = send(world)
+    grant(world, message_id)
+    low = _user(world.b, "оператор-официал", Role.OPERATOR, "OFFICIAL")
+    with pytest.raises(ConsentRefused, match=f"no message {message_id}"):
+        asyncio.run(forward_message(world.b, low, message_id, C, ship=test_forward.to_c(world)))
+    with pytest.raises(ConsentRefused, match=f"no message {message_id}"):
+        use_for_purpose(world.b, low, message_id, "расследование дела № 17/2026")
+    assert world.stored_at_c() == 0
+    assert [c["status"] for c in list_consents(world.b)] == ["granted"]
