@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy import DEFAULT_SCHEME, Marking
+from policy.admission import AdmissionRefused, admit
 from policy.authority import (
     Action,
     AllOf,
@@ -96,3 +97,28 @@ def test_governing_marking_follows_signed_order_and_column_only_restricts() -> N
     assert stricter(
         DEFAULT_SCHEME, Marking("RESTRICTED", ("ORCON",)), Marking("OFFICIAL", ("PURPOSE-BOUND",))
     ) == Marking("RESTRICTED", ("ORCON", "PURPOSE-BOUND"))
+
+
+@pytest.mark.parametrize(
+    ("message_type", "marking", "extensions", "complaint"),
+    [
+        ("notice", {"level": "SECRET", "caveats": []}, {}, r"art\. 7\.5"),
+        ("notice", {"level": "secret"}, {}, r"art\. 7\.5"),
+        ("notice", {"level": "ДСП"}, {}, "unknown marking level"),
+        ("notice", {"level": "OFFICIAL", "caveats": ["NOFORN"]}, {}, "unknown caveat"),
+        ("notice", {"level": "OFFICIAL", "caveats": ["ORCON", "ORCON"]}, {}, "twice"),
+        ("notice", {"level": "OFFICIAL", "releasable": "all"}, {}, "does not define"),
+        ("ultimatum", {"level": "OFFICIAL"}, {}, "unknown message type"),
+        ("notice", {"level": "OFFICIAL"}, {"override": True}, "unknown statement extension"),
+    ],
+)
+def test_admission_refuses_what_the_profile_does_not_allow(
+    message_type: str, marking: object, extensions: dict[str, object], complaint: str
+) -> None:
+    with pytest.raises(AdmissionRefused, match=complaint):
+        admit(DEFAULT_SCHEME, message_type, marking, extensions)
+
+
+def test_admission_accepts_the_profiles_own() -> None:
+    marking = {"level": "CONFIDENTIAL", "caveats": ["ORCON"]}
+    assert admit(DEFAULT_SCHEME, "remark", marking, {"remark": {}}) == CONF
