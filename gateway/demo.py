@@ -224,11 +224,12 @@ def _exchange(out: Console, harness: Harness, root: Path) -> None:
         _show(out, answer)
 
     with (
-        PolicyClient(a.node_url, a.token(OPERATOR_A), a.ca_file) as policy_a,
+        # Consent is the Party's act: its head signs it (the profile asks a signatory).
+        PolicyClient(a.node_url, a.token(HEAD_A), a.ca_file) as policy_a,
         PolicyClient(b.node_url, b.token(OPERATOR_B), b.ca_file) as policy_b,
         PolicyClient(c.node_url, c.token(OPERATOR_C), c.ca_file) as policy_c,
     ):
-        _third_party(out, request_id, policy_a, policy_b, policy_c, a)
+        _third_party(out, request_id, policy_a, policy_b, policy_c, a, head_secret)
     _evidence(out, request_id, b, (a, b, c))
     out.print(f"   ({time.monotonic() - started:.1f} s)")
 
@@ -267,6 +268,7 @@ def _third_party(
     policy_b: PolicyClient,
     policy_c: PolicyClient,
     a: HarnessNode,
+    head_secret: str,
 ) -> None:
     # 7. A forward without consent is refused.
     _step(out, 7, f"{OPERATOR_B} tries to pass the request to {PARTY_C} without consent")
@@ -279,23 +281,34 @@ def _third_party(
         raise DemoError("a forward without the originator's consent was not refused")
 
     # 8. B asks, A consents.
-    _step(out, 8, f"{PARTY_B} asks {PARTY_A} for consent; {OPERATOR_A} grants it (art. 7.3)")
+    _step(out, 8, f"{PARTY_B} asks {PARTY_A} for consent; {HEAD_A} grants it (art. 7.3)")
     asked = policy_b.ask(request_id, PARTY_C, FORWARD_PURPOSE)
     out.print(Text(f"   $ accord consent request {request_id} --to {PARTY_C} ...", style="dim"))
     _wait_delivered(policy_b, str(asked["message_id"]))
     out.print(Text(f"   consent request {asked['message_id']} delivered to {PARTY_A}"))
     expires = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
     granted = policy_a.grant(
-        request_id, {"to": PARTY_C, "purpose": FORWARD_PURPOSE, "expires": expires.isoformat()}
+        request_id,
+        {
+            "to": PARTY_C,
+            "purpose": FORWARD_PURPOSE,
+            "expires": expires.isoformat(),
+            "signatory_passphrase": head_secret,
+        },
     )
     out.print(
         Text(
             f"   $ accord consent grant {request_id} --to {PARTY_C} --purpose "
-            f"«{FORWARD_PURPOSE}» --expires {expires:%Y-%m-%d}",
+            f"«{FORWARD_PURPOSE}» --expires {expires:%Y-%m-%d} --sign",
             style="dim",
         )
     )
-    out.print(Text(f"   consent {granted['nonce'][:16]}… signed by {PARTY_A}'s seal; it binds the"))
+    out.print(
+        Text(
+            f"   consent {granted['nonce'][:16]}… signed by {PARTY_A}'s seal and its head; it "
+            "binds the"
+        )
+    )
     out.print(Text("   request's signed statement, the forwarder, the third party, the purpose"))
     _wait_delivered(policy_a, str(granted["sent_as"]))
     out.print(Text(f"   the token reached {PARTY_B}'s node, which verified and recorded it"))
@@ -320,7 +333,8 @@ def _third_party(
     if proof.get("originator") != PARTY_A or expected not in proof.get("signed_by", []):
         raise DemoError(f"{PARTY_C} could not prove {PARTY_A}'s seal on the request")
     forwarded = proof.get("forwarded") or {}
-    if forwarded.get("forwarder") != PARTY_B or forwarded["consent"]["signed_by"] != [expected]:
+    # The consent is sealed by A's node and signed by its head (the profile asks it).
+    if forwarded.get("forwarder") != PARTY_B or expected not in forwarded["consent"]["signed_by"]:
         raise DemoError(f"{PARTY_C} could not prove the consent and {PARTY_B}'s seal")
     out.print(Text(f"   $ accord provenance {request_id}", style="dim"))
     out.print(

@@ -5,7 +5,9 @@ It names the Parties and their coordinating subdivisions (art. 10), the working 
 (art. 9), the marking scheme and the level from which the gateway refuses to carry
 anything (art. 7.1, 7.5), the written-confirmation window of urgent oral requests
 (art. 4.2), the termination notice period (art. 13.1), the survival of the art. 7 duties
-(art. 13.2), and whether a consent token also needs a signatory (art. 7.3).
+(art. 13.2), whether a consent token also needs a signatory (art. 7.3), and who signs a
+re-marking (art. 7.1): a signatory, and a second one for a downgrade where the profile
+says so (`[remarking]`, see policy/authority.py).
 
 Invariants:
 - `Profile.parse` returns a fully checked, typed profile or raises one `ProfileError` that
@@ -128,6 +130,10 @@ class Profile:
     survival: Duration
     consent_signatory_required: bool
     consent_max_validity: Duration
+    # Art. 7.1 with 4.4: a re-marking is also signed by a signatory; a downgrade by this
+    # many different signatories (2: a second person confirms it).
+    remark_signatory_required: bool = False
+    downgrade_signatories: int = 1
 
     # -- The typed periods the workflow reads ---------------------------------------------
 
@@ -192,6 +198,10 @@ class Profile:
                 "signatory_required": self.consent_signatory_required,
                 "max_validity": self.consent_max_validity.to_dict(),
             },
+            "remarking": {
+                "signatory_required": self.remark_signatory_required,
+                "downgrade_signatories": self.downgrade_signatories,
+            },
         }
 
     @cached_property
@@ -237,6 +247,25 @@ class Profile:
         required = consent.get("signatory_required", False)
         if not isinstance(required, bool):
             raise ProfileError("consent.signatory_required must be true or false")
+        remarking = data.get("remarking", {})
+        if not isinstance(remarking, Mapping):
+            raise ProfileError("[remarking] must be a table")
+        unknown = set(remarking) - {"signatory_required", "downgrade_signatories"}
+        if unknown:
+            raise ProfileError(
+                f"remarking: unknown key(s) {sorted(unknown)}: use signatory_required, "
+                "downgrade_signatories"
+            )
+        remark_signatory = remarking.get("signatory_required", False)
+        if not isinstance(remark_signatory, bool):
+            raise ProfileError("remarking.signatory_required must be true or false")
+        downgrade = remarking.get("downgrade_signatories", 1)
+        if not isinstance(downgrade, int) or isinstance(downgrade, bool) or not 1 <= downgrade <= 2:
+            raise ProfileError("remarking.downgrade_signatories must be 1 or 2")
+        if downgrade > 1 and not remark_signatory:
+            raise ProfileError(
+                "remarking.downgrade_signatories = 2 needs remarking.signatory_required = true"
+            )
         return cls(
             id=_text(head, "id", "profile"),
             title=_text(head, "title", "profile"),
@@ -255,6 +284,8 @@ class Profile:
             consent_max_validity=Duration.parse(
                 consent.get("max_validity", {"days": 365}), "consent.max_validity"
             ),
+            remark_signatory_required=remark_signatory,
+            downgrade_signatories=downgrade,
         )
 
 

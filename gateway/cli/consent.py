@@ -225,14 +225,37 @@ def remark(
     caveat: Annotated[
         list[str] | None, typer.Option("--caveat", metavar="C", help="A caveat (repeatable).")
     ] = None,
+    sign: Annotated[
+        bool, typer.Option("--sign", help="Also sign with your signatory key (a head or deputy).")
+    ] = False,
     ca: CaOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Change the marking of a message you originated (art. 7.1): a new statement signed
-    by this node's seal goes to the recipient; no one else can change a marking."""
+    by this node's seal (and, with --sign, your signatory key) goes to the recipient; no
+    one else can change a marking. You must be cleared for the current marking. Where
+    the profile asks two signatories for a downgrade, the first one's re-marking waits
+    (pending-approval) until a different signatory runs the same command."""
+    from accord.gateway.keys.store import SIGNATORY_PASSPHRASE_VAR, passphrase_from_env_or_prompt
+
     with _client_refusals(), PolicyClient(node, token, ca) as client:
-        result = client.remark(message_id, marking, list(caveat or []))
+        passphrase = (
+            passphrase_from_env_or_prompt(
+                SIGNATORY_PASSPHRASE_VAR, "Passphrase of your signing key"
+            ).decode("utf-8")
+            if sign
+            else None
+        )
+        result = client.remark(message_id, marking, list(caveat or []), passphrase)
     level = result.get("marking", {}).get("level")
+    if result.get("status") == "pending-approval":
+        _show(
+            result,
+            json_output,
+            f"re-marking of {message_id} to {level} waits for a second signatory "
+            f"(draft {result.get('draft')})",
+        )
+        return
     _show(result, json_output, f"message {message_id} re-marked {level}")
 
 

@@ -39,8 +39,16 @@ class PolicyClient(LocalClient):
             raise ClientError("the node answered with something other than a consent list")
         return document
 
-    def remark(self, message_id: str, level: str, caveats: list[str]) -> dict[str, Any]:
-        body = {"level": level, "caveats": caveats}
+    def remark(
+        self,
+        message_id: str,
+        level: str,
+        caveats: list[str],
+        signatory_passphrase: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"level": level, "caveats": caveats}
+        if signatory_passphrase is not None:
+            body["signatory_passphrase"] = signatory_passphrase
         return self._object("POST", f"/messages/{_id(message_id)}/marking", body)
 
     def provenance(self, message_id: str) -> dict[str, Any]:

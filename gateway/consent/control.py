@@ -24,7 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -36,15 +36,18 @@ from sqlmodel import Session, col, select
 
 from accord.crypto import (
     Envelope,
+    KeyFileError,
     MessageDraft,
     Signer,
     VerificationError,
     canonical_json,
     new_message_id,
     seal_message,
+    verify_envelope,
 )
 from accord.crypto.canonical import loads_canonical
 from accord.crypto.consent import (
+    CONSENT_TYPE,
     ConsentRevocation,
     ConsentToken,
     issue_consent,
@@ -58,13 +61,28 @@ from accord.gateway.api.local.messages import current_user
 from accord.gateway.audit import log as _audit
 from accord.gateway.audit.log import EventKind
 from accord.gateway.keys.store import KeyStoreError, load_signatory
+from accord.gateway.messages.access import (
+    METADATA_ROLES,
+    NotKnown,
+    governing_marking,
+    known_message,
+    usable_signatories,
+)
 from accord.gateway.messages.parts import message_row
 from accord.gateway.node.runtime import Node, PeerUnknown
-from accord.policy import MarkingError
+from accord.policy import Marking, MarkingError
+from accord.policy.authority import (
+    Action,
+    AuthorityRequest,
+    PolicyDenied,
+    authority_policy,
+    is_downgrade,
+)
 from accord.storage import (
     ConsentRecord,
     Direction,
     Message,
+    MessageStatus,
     NewMessage,
     NotFound,
     PartRef,
@@ -73,7 +91,9 @@ from accord.storage import (
     User,
     add_event,
     get_message,
+    insert_draft,
     insert_outgoing,
+    queue_draft,
 )
 
 __all__ = [
@@ -212,11 +232,14 @@ def grant_consent(
     2. The third party is not the originator; a third party equal to the forwarder is a
        consent to use for another purpose (art. 7.2).
     3. The purpose is stated; the expiry is in the future and within the profile's limit.
-    4. The profile may require a signatory (head or deputy) besides the seal.
+    4. The person is cleared for the message's current (governing) marking, and the
+       profile may require a signatory (head or deputy) besides the seal, with a key that
+       is neither revoked nor expired (policy/authority.py).
     """
     now = node.clock()
     _require_user(user)
     row = _own_message(node, message_id)  # 1
+    signers = _authorize(node, Action.CONSENT, row, user, signatory=signatory)  # 4
     forwarder = forwarder or row.recipient
     if forwarder == node.party:
         raise ConsentRefused(
@@ -234,12 +257,6 @@ def grant_consent(
             f"({node.profile.consent_max_period.days} days): give an earlier date",
             422,
         )
-    if node.profile.consent_signatory_required and signatory is None:  # 4
-        raise ConsentRefused(
-            "the agreement profile requires a signatory (head or deputy) to sign consents: "
-            "grant it as a signatory with ACCORD_SIGNATORY_PASSPHRASE",
-            403,
-        )
     envelope = Envelope.from_bytes(row.envelope)
     token = ConsentToken(
         nonce=new_nonce(),
@@ -253,8 +270,7 @@ def grant_consent(
         issued=now,
         expires=expires,
     )
-    signers: list[Signer] = [node.seal] + ([signatory] if signatory is not None else [])
-    signed = issue_consent(token, signers)
+    signed = issue_consent(token, [node.seal, *signers])
     text = (
         f"Согласие на передачу сообщения {message_id} третьей стороне «{third_party}» "
         f"для цели «{purpose}» до {expires:%d.%m.%Y} (ст. 7.3 Соглашения)."
@@ -305,6 +321,7 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
         raise ConsentRefused(
             f"no consent {nonce} granted by this node: see `accord consent list`", 404
         )
+    _authorize(node, Action.REVOKE, row, user)
     if record.status == USED:
         raise ConsentRefused(
             f"consent {nonce} was already used at {record.used_at}: a revocation cannot undo a "
@@ -313,15 +330,29 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
     if record.status == REVOKED:
         raise ConsentRefused(f"consent {nonce} is already revoked")
     revocation = issue_revocation(ConsentRevocation(nonce, node.party, now), [node.seal])
-    control = _control_message(
-        node,
-        record.forwarder,
-        REVOCATION,
-        row,
-        f"Согласие {nonce[:16]}… на передачу сообщения {record.message_id} отозвано.",
-        {"revocation": revocation.to_dict()},
-        now,
-    )
+    # The revocation carries the token it withdraws, so that the third party, which has
+    # never seen the token, can record it as revoked and refuse a forward under it.
+    extensions = {
+        "revocation": revocation.to_dict(),
+        "consent": Envelope.from_bytes(record.envelope).to_dict(),
+    }
+    text = f"Согласие {nonce[:16]}… на передачу сообщения {record.message_id} отозвано."
+    control = _control_message(node, record.forwarder, REVOCATION, row, text, extensions, now)
+    # Art. 7.3, DESIGN 4: the forwarder may misbehave, so the third party named in the
+    # token is told too (docs/policy.md, "Revocation binds the third party").
+    told = [control]
+    if record.third_party not in (record.forwarder, node.party):
+        try:
+            told.append(
+                _control_message(node, record.third_party, REVOCATION, row, text, extensions, now)
+            )
+        except ConsentRefused:
+            log.warning(
+                "consent %s revoked, but its third party %s is not an active peer: it cannot "
+                "be told",
+                nonce,
+                record.third_party,
+            )
     with node.db.session() as session:
         changed = session.execute(
             update(ConsentRecord)
@@ -330,7 +361,8 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
         )
         if changed.rowcount != 1:  # type: ignore[attr-defined]
             raise ConsentRefused(f"consent {nonce} changed meanwhile: list it again")
-        insert_outgoing(session, control, now=now)
+        for message in told:
+            insert_outgoing(session, message, now=now)
         add_event(
             session,
             record.message_id,
@@ -342,56 +374,244 @@ def revoke_consent(node: Node, user: User, nonce: str) -> dict[str, Any]:
     _audit_event(
         node, "consent-revoked", {"message_id": record.message_id, "nonce": nonce, "by": user.name}
     )
-    return {"nonce": nonce, "status": REVOKED, "sent_as": control.message_id}
+    return {
+        "nonce": nonce,
+        "status": REVOKED,
+        "sent_as": control.message_id,
+        "third_party_told": told[1].message_id if len(told) > 1 else None,
+    }
 
 
-def remark_message(node: Node, user: User, message_id: str, marking: Any) -> dict[str, Any]:
+def remark_message(
+    node: Node, user: User, message_id: str, marking: Any, *, signatory: Signer | None = None
+) -> dict[str, Any]:
     """Change the marking of a message this node originated (art. 7.1: the transmitting
     Party determines confidentiality). The re-marking is a new statement signed by this
-    node's seal, sent to the recipient as a `remark` message; the original statement and
-    its signature stay as they were."""
+    node's seal (and the signatory, where the profile says so), sent to the recipient as a
+    `remark` message; the original statement and its signature stay as they were.
+
+    1. Only the originator's node re-marks; the new marking is the profile's and below
+       its ceiling (art. 7.5).
+    2. The person is cleared for the *current* (governing) marking and the new one, and
+       signs as a signatory where the profile requires it (policy/authority.py).
+    3. Where the profile asks two signatories for a downgrade, the first one's re-marking
+       waits as a draft (`pending-approval`, nothing changes yet); a different signatory
+       running the same re-marking adds their signature, and only then it takes effect
+       here and is sent."""
     now = node.clock()
     _require_user(user)
-    row = _own_message(node, message_id)
+    row = _own_message(node, message_id)  # 1
     try:
         new = node.profile.scheme.parse_for_sending(marking)
     except MarkingError as e:
         raise ConsentRefused(str(e), 422) from e
-    if not node.profile.scheme.may_read(user.clearance, new):
-        raise ConsentRefused(
-            f"your clearance {user.clearance} is below the marking {new.level}", 403
-        )
+    current = _current_marking(node, row)
+    mine = _authorize(node, Action.REMARK, row, user, new=new, signatory=signatory)  # 2
     envelope = Envelope.from_bytes(row.envelope)
     change = {
         "message_id": message_id,
         "statement_sha256": envelope.payload_sha256,
         "marking": new.to_dict(),
     }
+    second = node.profile.downgrade_signatories > 1 and is_downgrade(
+        node.profile.scheme, current, new
+    )
+    if second:  # 3
+        pending = _pending_remark(node, message_id, change)
+        if pending is None:
+            return _propose_remark(node, user, row, new, change, mine, now)
+        return _confirm_remark(node, user, row, current, new, pending, mine, now)
     text = f"Изменена маркировка сообщения {message_id}: {new.level} (ст. 7.1 Соглашения)."
-    control = _control_message(node, row.recipient, REMARK, row, text, {"remark": change}, now)
+    control = _control_message(
+        node, row.recipient, REMARK, row, text, {"remark": change}, now, signers=mine
+    )
     with node.db.session() as session:
-        stored = session.get(Message, message_id)
-        if stored is None:
-            raise ConsentRefused(f"no message {message_id} on this node", 404)
-        old = dict(stored.marking)
-        stored.marking = new.to_dict()
-        session.add(stored)
         insert_outgoing(session, control, now=now)
-        add_event(
-            session,
-            message_id,
-            "remarked",
-            now=now,
-            detail={
-                "from": old,
-                "to": new.to_dict(),
-                "by": user.name,
-                "sent_as": control.message_id,
-            },
-        )
+        _apply_remark(session, node, user, message_id, new, control.message_id, now)
     node.wake_worker()
     _audit_event(node, "remarked", {"message_id": message_id, "to": new.to_dict()})
     return {"message_id": message_id, "marking": new.to_dict(), "sent_as": control.message_id}
+
+
+def _apply_remark(
+    session: Session,
+    node: Node,
+    user: User,
+    message_id: str,
+    new: Marking,
+    sent_as: str,
+    now: datetime,
+) -> None:
+    stored = session.get(Message, message_id)
+    if stored is None:
+        raise ConsentRefused(f"no message {message_id} on this node", 404)
+    old = dict(stored.marking)
+    stored.marking = new.to_dict()
+    session.add(stored)
+    add_event(
+        session,
+        message_id,
+        "remarked",
+        now=now,
+        detail={"from": old, "to": new.to_dict(), "by": user.name, "sent_as": sent_as},
+    )
+
+
+def _pending_remark(node: Node, message_id: str, change: dict[str, Any]) -> Message | None:
+    """The draft re-marking of `message_id` to the same marking that waits for a second
+    signatory, if there is one."""
+    with node.db.session(readonly=True) as session:
+        drafts = session.exec(
+            select(Message).where(
+                col(Message.type) == REMARK,
+                col(Message.in_reply_to) == message_id,
+                col(Message.sender) == node.party,
+                col(Message.status) == MessageStatus.DRAFT,
+            )
+        ).all()
+    for draft in drafts:
+        st = Statement.from_payload(loads_canonical(Envelope.from_bytes(draft.envelope).payload))
+        if st.extensions.get("remark") == change:
+            return draft
+    return None
+
+
+def _propose_remark(
+    node: Node,
+    user: User,
+    row: Message,
+    new: Marking,
+    change: dict[str, Any],
+    signers: list[Signer],
+    now: datetime,
+) -> dict[str, Any]:
+    """The first of two signatories of a downgrade: kept as a draft, nothing changes."""
+    text = f"Изменена маркировка сообщения {row.message_id}: {new.level} (ст. 7.1 Соглашения)."
+    control = _control_message(
+        node, row.recipient, REMARK, row, text, {"remark": change}, now, signers=signers
+    )
+    with node.db.session() as session:
+        insert_draft(session, control, now=now)
+        add_event(
+            session,
+            row.message_id,
+            "remark-proposed",
+            now=now,
+            detail={"to": new.to_dict(), "by": user.name, "draft": control.message_id},
+        )
+    _audit_event(
+        node,
+        "remarked",
+        {"message_id": row.message_id, "to": new.to_dict(), "pending": control.message_id},
+    )
+    return {
+        "message_id": row.message_id,
+        "marking": new.to_dict(),
+        "status": "pending-approval",
+        "draft": control.message_id,
+    }
+
+
+def _confirm_remark(
+    node: Node,
+    user: User,
+    row: Message,
+    current: Marking,
+    new: Marking,
+    pending: Message,
+    signers: list[Signer],
+    now: datetime,
+) -> dict[str, Any]:
+    """The second signatory of a downgrade: a different person adds their signature to
+    the proposal; then it takes effect here and is sent."""
+    draft = Envelope.from_bytes(pending.envelope)
+    before = usable_signatories(node, {s.keyid for s in draft.signatures}, now)
+    mine = frozenset(s.key_id for s in signers)
+    if mine <= before:
+        raise ConsentRefused(
+            f"you already signed this downgrade of {row.message_id}: a second, different "
+            "signatory confirms it by running the same `accord remark` with --sign",
+            403,
+        )
+    request = AuthorityRequest(
+        Action.REMARK, node.party, row.sender, current, new, user.clearance, before | mine
+    )
+    try:
+        _policy(node, Action.REMARK).check(request)
+    except PolicyDenied as e:
+        raise ConsentRefused(str(e), 403) from e
+    signed = draft.add_signatures(signers)
+    with node.db.session() as session:
+        queue_draft(
+            session,
+            pending.message_id,
+            envelope=signed.to_bytes(),
+            now=now,
+            detail={"by": user.name, "second_signatory": True},
+        )
+        _apply_remark(session, node, user, row.message_id, new, pending.message_id, now)
+    node.wake_worker()
+    _audit_event(node, "remarked", {"message_id": row.message_id, "to": new.to_dict()})
+    return {"message_id": row.message_id, "marking": new.to_dict(), "sent_as": pending.message_id}
+
+
+def _policy(node: Node, action: Action, *, downgrade: bool = True) -> Any:
+    """The profile's authority rule for `action`; without `downgrade`, all of it but the
+    count of signatories a downgrade needs."""
+    profile = node.profile
+    return authority_policy(
+        action,
+        profile.scheme,
+        signatory_required=(
+            profile.remark_signatory_required
+            if action is Action.REMARK
+            else profile.consent_signatory_required
+        ),
+        downgrade_signatories=profile.downgrade_signatories if downgrade else 1,
+    )
+
+
+def _current_marking(node: Node, row: Message) -> Marking:
+    try:
+        return governing_marking(node, row)
+    except VerificationError as e:
+        raise ConsentRefused(
+            f"message {row.message_id} does not verify here ({e.reason}): report it to the admin",
+            409,
+        ) from e
+
+
+def _authorize(
+    node: Node,
+    action: Action,
+    row: Message,
+    user: User,
+    *,
+    new: Marking | None = None,
+    signatory: Signer | None = None,
+) -> list[Signer]:
+    """The local user's authority over `row` (policy/authority.py), for one signature:
+    the signatory's key must be usable now. A re-marking by two signatories is checked
+    here for everything but the second signature (`_confirm_remark`). Returns the
+    signatory signers to add."""
+    now = node.clock()
+    signers = [signatory] if signatory is not None else []
+    usable = usable_signatories(node, [s.key_id for s in signers], now)
+    if signatory is not None and not usable:
+        raise ConsentRefused(
+            f"your signing key {signatory.key_id[:16]}… is revoked or expired in the key "
+            "history and signs nothing: ask an admin for a new signatory key",
+            403,
+        )
+    request = AuthorityRequest(
+        action, node.party, row.sender, _current_marking(node, row), new, user.clearance, usable
+    )
+    policy = _policy(node, action, downgrade=False)
+    try:
+        policy.check(request)
+    except PolicyDenied as e:
+        raise ConsentRefused(str(e), 403) from e
+    return signers
 
 
 def _signed_marking(envelope: Envelope) -> Mapping[str, Any]:
@@ -408,6 +628,7 @@ def request_consent(
     now = node.clock()
     _require_user(user)
     row = _received_message(node, message_id)
+    _authorize(node, Action.REQUEST, row, user)
     if not purpose.strip():
         raise ConsentRefused("state the purpose you ask consent for with --purpose", 422)
     envelope = Envelope.from_bytes(row.envelope)
@@ -473,18 +694,36 @@ def usable_consent(
     live = [r for r in for_party if r.status == GRANTED and r.expires > now]
     if live:
         return live[0]
-    states = {r.status for r in for_party}
-    if states == {REVOKED}:
-        why = "was revoked by the originator"
-    elif USED in states and not any(r.status == GRANTED for r in for_party):
-        why = "was already used: a consent covers one transfer"
-    else:
-        why = f"expired ({max(r.expires for r in for_party):%Y-%m-%d %H:%M} UTC)"
     raise ConsentRefused(
-        f"the consent for message {message_id} to {third_party} {why}: ask the originator "
-        "for a new one",
+        f"the consent for message {message_id} to {third_party} {_why_not(for_party)}: ask "
+        "the originator for a new one",
         403,
     )
+
+
+def _why_not(records: list[ConsentRecord]) -> str:
+    """Why none of `records` covers a transfer now, each by its own state: a used
+    consent is never reported as expired, and an expiry date is only ever the date of a
+    consent that did expire."""
+    used = [r for r in records if r.status == USED]
+    revoked = [r for r in records if r.status == REVOKED]
+    expired = [r for r in records if r.status == GRANTED]
+    reasons = []
+    if used:
+        reasons.append("was already used: a consent covers one transfer")
+    if revoked:
+        reasons.append("was revoked by the originator")
+    if expired:
+        reasons.append(f"expired ({max(r.expires for r in expired):%Y-%m-%d %H:%M} UTC)")
+    if len(reasons) == 1:
+        return reasons[0]
+    counted = [f"{len(used)} already used"] if used else []
+    if revoked:
+        counted.append(f"{len(revoked)} revoked by the originator")
+    if expired:
+        last = max(r.expires for r in expired)
+        counted.append(f"{len(expired)} expired (the last at {last:%Y-%m-%d %H:%M} UTC)")
+    return "is not usable: of its consents " + ", ".join(counted)
 
 
 def _refuse_purpose(message_id: str, rows: list[ConsentRecord]) -> list[ConsentRecord]:
@@ -502,6 +741,10 @@ def use_for_purpose(node: Node, user: User, message_id: str, purpose: str) -> di
     now = node.clock()
     _require_user(user)
     row = _received_message(node, message_id)
+    try:  # a use is made by a person who may read it (clearance, art. 6.3)
+        known_message(node, user, message_id)
+    except NotKnown as e:
+        raise ConsentRefused(str(e), 404) from e
     if purpose == row.purpose:
         with node.db.session() as session:
             add_event(
@@ -572,17 +815,22 @@ def list_consents(node: Node, message_id: str | None = None) -> list[dict[str, A
 # --- Control messages through the peer API -------------------------------------------------
 
 
-def check_incoming_control(node: Node, party: str, statement: Statement) -> None:
+def check_incoming_control(
+    node: Node, party: str, statement: Statement, *, signed_by: frozenset[str] = frozenset()
+) -> None:
     """Peer API, before anything is stored: a `consent` or `consent-revocation` message
     must carry a token or revocation that verifies as the sending originator's own, names
-    this node as the forwarder and binds a message this node received from it. Raises
-    `VerificationError` (a uniform refusal to the peer; the reason goes to the log)."""
+    this node as the forwarder (or, for a revocation, the third party) and binds a message
+    this node holds from it; a `remark` must come from the originator, signed by as many
+    of its signatories (keys usable now) as the profile asks (`signed_by`: the key ids
+    that verified on the control message). Raises `VerificationError` (a uniform refusal
+    to the peer; the reason goes to the log)."""
     if statement.type == CONSENT:
         _incoming_token(node, party, statement)
     elif statement.type == REVOCATION:
         _incoming_revocation(node, party, statement)
     elif statement.type == REMARK:
-        _incoming_remark(node, party, statement)
+        _incoming_remark(node, party, statement, signed_by=signed_by)
 
 
 def record_incoming_control(session: Session, node: Node, message: NewMessage) -> None:
@@ -630,8 +878,22 @@ def record_incoming_control(session: Session, node: Node, message: NewMessage) -
                 session=session,
             )
         return
-    revocation, raw = _incoming_revocation(node, message.sender, statement)
+    revocation, raw, carried = _incoming_revocation(node, message.sender, statement)
     record = session.get(ConsentRecord, revocation.nonce)
+    if record is None and carried is not None and carried[0].third_party == node.party:
+        # The third party learns of the token by its revocation: kept as revoked, so
+        # that a forward under it is refused here (`_forward._check_fresh`).
+        tombstone = consent_row(carried[0], carried[1], status=REVOKED, now=now)
+        tombstone.revoked_at, tombstone.revocation = now, raw.to_bytes()
+        session.add(tombstone)
+        session.flush()
+        _audit_event(
+            node,
+            "consent-revoked",
+            {"message_id": carried[0].message_id, "nonce": revocation.nonce, "as": "third party"},
+            session=session,
+        )
+        return
     if record is None or record.originator != message.sender:
         return
     if record.status == GRANTED:
@@ -666,6 +928,10 @@ def _incoming_token(node: Node, party: str, statement: Statement) -> tuple[Conse
         now=node.clock(),
     )
     token = verified.token
+    if node.profile.consent_signatory_required and not usable_signatories(
+        node, verified.evidence.key_ids, node.clock(), owner=party
+    ):
+        raise VerificationError("the consent token's signatory key is revoked or expired")
     if token.forwarder != node.party:
         raise VerificationError("the consent token names another forwarding Party")
     with node.db.session(readonly=True) as session:
@@ -680,9 +946,13 @@ def _incoming_token(node: Node, party: str, statement: Statement) -> tuple[Conse
     return token, raw
 
 
-def _incoming_remark(node: Node, party: str, statement: Statement) -> tuple[str, dict[str, Any]]:
+def _incoming_remark(
+    node: Node, party: str, statement: Statement, *, signed_by: frozenset[str] | None = None
+) -> tuple[str, dict[str, Any]]:
     """A re-marking counts only from the originator of the message it names (art. 7.1),
-    for the exact statement this node holds, and only with a marking the profile carries."""
+    for the exact statement this node holds, only with a marking the profile carries, and
+    (checked before anything is stored, when `signed_by` is given) only signed by the
+    originator's signatories the profile asks for, with keys usable now."""
     change = statement.extensions.get("remark")
     if not isinstance(change, dict):
         raise VerificationError("a remark message must carry the new marking")
@@ -699,18 +969,40 @@ def _incoming_remark(node: Node, party: str, statement: Statement) -> tuple[str,
         new = node.profile.scheme.parse_for_sending(change.get("marking"))
     except MarkingError as e:
         raise VerificationError(f"the new marking is not the profile's: {e}") from e
+    if signed_by is not None:
+        signatories = usable_signatories(node, signed_by, node.clock(), owner=party)
+        request = AuthorityRequest(
+            Action.REMARK, party, row.sender, governing_marking(node, row), new, None, signatories
+        )
+        try:
+            _policy(node, Action.REMARK).check(request)
+        except PolicyDenied as e:
+            raise VerificationError(f"the re-marking lacks its authority: {e}") from e
     return row.message_id, new.to_dict()
 
 
 def _incoming_revocation(
     node: Node, party: str, statement: Statement
-) -> tuple[ConsentRevocation, Envelope]:
+) -> tuple[ConsentRevocation, Envelope, tuple[ConsentToken, Envelope] | None]:
+    """A revocation counts only if the originator's seal signed it; the token it carries
+    (if any) must be that originator's own, sealed by it, for the same nonce."""
     try:
         raw = Envelope.from_dict(statement.extensions.get("revocation"))
         keys = node.peer_keys(party)
     except PeerUnknown as e:
         raise VerificationError(f"{party} is not an active peer") from e
-    return verify_revocation(raw, originator=party, seals=keys.seals), raw
+    revocation = verify_revocation(raw, originator=party, seals=keys.seals)
+    carried = statement.extensions.get("consent")
+    if carried is None:
+        return revocation, raw, None
+    envelope = Envelope.from_dict(carried)
+    evidence = verify_envelope(envelope, keys.verify_keys, payload_type=CONSENT_TYPE)
+    if not evidence.key_ids & keys.seals.keys():
+        raise VerificationError("the revoked token is not sealed by the originator")
+    token = ConsentToken.from_payload(evidence.statement)
+    if token.originator != party or token.nonce != revocation.nonce:
+        raise VerificationError("the revocation carries another token")
+    return revocation, raw, (token, envelope)
 
 
 def _control_message(
@@ -721,9 +1013,12 @@ def _control_message(
     text: str,
     extensions: dict[str, Any],
     now: datetime,
+    *,
+    signers: Sequence[Signer] = (),
 ) -> NewMessage:
     """A sealed, signed control message to `to` (consent, revocation or request) about the
-    message `about`, marked as that message is (its purpose says what it is about)."""
+    message `about`, marked as that message is (its purpose says what it is about); a
+    re-marking is also signed by its `signers` (signatories)."""
     try:
         peer = node.peer_keys(to)
     except PeerUnknown as e:
@@ -746,7 +1041,7 @@ def _control_message(
     sealed = seal_message(
         draft, body=body, recipients=[peer.encryption, node.encryption.recipient()]
     )
-    envelope = sealed.sign([node.seal])
+    envelope = sealed.sign([node.seal, *signers])
     st = sealed.statement
     return message_row(
         st,
@@ -806,6 +1101,19 @@ def _timeline(node: Node, message_id: str, event: str, detail: dict[str, Any]) -
         log.exception("could not record %s on %s", event, message_id)
 
 
+def _knows_of(node: Node, user: User, message_id: str) -> bool:
+    """Whether a consent row may be listed to `user`: need-to-know of its message; a
+    consent whose message is not held here (the originator's record of a message since
+    removed, a third party's revoked token) only to signatories, auditors and admins."""
+    try:
+        known_message(node, user, message_id)
+    except NotKnown:
+        with node.db.session(readonly=True) as session:
+            held = session.get(Message, message_id) is not None
+        return not held and user.role in (Role.SIGNATORY, *METADATA_ROLES)
+    return True
+
+
 def _problem(e: ConsentRefused) -> HTTPException:
     return HTTPException(status_code=e.status, detail=str(e))
 
@@ -830,9 +1138,23 @@ class UseBody(BaseModel):
 class MarkingBody(BaseModel):
     level: str
     caveats: list[str] = []
+    signatory_passphrase: str | None = None
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def _signatory(node: Node, user: User, passphrase: str | None) -> Signer | None:
+    """The user's signatory key, opened with their passphrase, if one was given; it must
+    be their current key in the key history (a revoked one signs nothing)."""
+    if passphrase is None:
+        return None
+    if user.role is not Role.SIGNATORY:
+        raise HTTPException(403, "only a signatory has a signing key")
+    try:
+        return load_signatory(node.home, user.name, passphrase.encode("utf-8"), db=node.db)
+    except (KeyStoreError, KeyFileError, OSError) as e:
+        raise HTTPException(403, f"cannot use your signing key: {e}") from e
 
 
 def consent_router(node: Node) -> APIRouter:
@@ -841,16 +1163,7 @@ def consent_router(node: Node) -> APIRouter:
     @router.post("/messages/{message_id}/consents", status_code=201)
     def grant(message_id: str, body: GrantBody, user: CurrentUser) -> dict[str, Any]:
         """The originator grants a consent to pass the message on (art. 7.3)."""
-        signatory = None
-        if body.signatory_passphrase is not None:
-            if user.role is not Role.SIGNATORY:
-                raise HTTPException(403, "only a signatory has a signing key")
-            try:
-                signatory = load_signatory(
-                    node.home, user.name, body.signatory_passphrase.encode("utf-8")
-                )
-            except (KeyStoreError, OSError) as e:
-                raise HTTPException(403, f"cannot use your signing key: {e}") from e
+        signatory = _signatory(node, user, body.signatory_passphrase)
         expires = (
             body.expires
             if body.expires.tzinfo
@@ -874,11 +1187,15 @@ def consent_router(node: Node) -> APIRouter:
 
     @router.get("/messages/{message_id}/consents")
     def consents_of(message_id: str, user: CurrentUser) -> list[dict[str, Any]]:
+        try:  # need-to-know: clearance and art. 6.3; forbidden answers as missing
+            known_message(node, user, message_id)
+        except NotKnown as e:
+            raise HTTPException(404, str(e)) from e
         return list_consents(node, message_id)
 
     @router.get("/consents")
     def consents(user: CurrentUser) -> list[dict[str, Any]]:
-        return list_consents(node)
+        return [c for c in list_consents(node) if _knows_of(node, user, c["message_id"])]
 
     @router.post("/consents/{nonce}/revoke")
     def revoke(nonce: str, user: CurrentUser) -> dict[str, Any]:
@@ -906,8 +1223,10 @@ def consent_router(node: Node) -> APIRouter:
     @router.post("/messages/{message_id}/marking")
     def remark(message_id: str, body: MarkingBody, user: CurrentUser) -> dict[str, Any]:
         """The originator changes a message's marking by a new signed statement (art. 7.1)."""
+        signatory = _signatory(node, user, body.signatory_passphrase)
+        marking = {"level": body.level, "caveats": body.caveats}
         try:
-            return remark_message(node, user, message_id, body.model_dump())
+            return remark_message(node, user, message_id, marking, signatory=signatory)
         except ConsentRefused as e:
             raise _problem(e) from e
 

@@ -68,6 +68,7 @@ from accord.crypto.tls import client_context
 from accord.gateway.api.local.messages import _verify_stored, current_user
 from accord.gateway.consent.control import (
     GRANTED,
+    REVOKED,
     USED,
     ConsentRefused,
     _audit_event,
@@ -78,6 +79,7 @@ from accord.gateway.consent.control import (
     consent_row,
     usable_consent,
 )
+from accord.gateway.messages.access import NotKnown, known_message
 from accord.gateway.messages.parts import message_row, open_part
 from accord.gateway.messages.receive import REFUSED, _authenticated_peer, _discard, _store_parts
 from accord.gateway.messages.stream import (
@@ -88,6 +90,7 @@ from accord.gateway.messages.stream import (
     frame_lengths,
 )
 from accord.gateway.node.runtime import PROFILE_HEADER, Node, PeerKeys, PeerUnknown
+from accord.policy.admission import AdmissionRefused, admit
 from accord.storage import (
     ConsentRecord,
     Direction,
@@ -159,6 +162,7 @@ async def forward_message(
     own acceptance code in process)."""
     try:
         _require_user(user)
+        await asyncio.to_thread(_require_known, node, user, message_id)
         prepared = await asyncio.to_thread(_prepare, node, message_id, to, purpose)
     except ConsentRefused as e:
         _refused(node, message_id, to, user, str(e))
@@ -176,6 +180,15 @@ async def forward_message(
         {"message_id": message_id, "to": to, "nonce": prepared.record.nonce, "by": user.name},
     )
     return Forwarded(prepared.forward_id, message_id, to, prepared.record.nonce)
+
+
+def _require_known(node: Node, user: User, message_id: str) -> None:
+    """Only a person with need-to-know of the message (clearance of its governing
+    marking, art. 6.3) passes it on; to anyone else it is a message that is not here."""
+    try:
+        known_message(node, user, message_id)
+    except NotKnown as e:
+        raise ConsentRefused(str(e), 404) from e
 
 
 @dataclass(frozen=True)
@@ -465,6 +478,10 @@ def _verify(
         identity=node.encryption,
     )
     st = evidence.message.statement
+    try:  # only what this node's profile allows (policy/admission.py)
+        admit(node.profile.scheme, st.type, st.marking, st.extensions)
+    except AdmissionRefused as e:
+        raise _Refused(f"not admitted by the profile: {e}") from e
     if st.type == "request" and not evidence.message.evidence.key_ids & origin.signatories.keys():
         raise _Refused("a request must be signed by the originator's head or deputy (art. 4.4)")
     return evidence
@@ -473,7 +490,10 @@ def _verify(
 def _check_fresh(node: Node, evidence: VerifiedForward) -> None:
     token = evidence.consent.token
     with node.db.session(readonly=True) as session:
-        if session.get(ConsentRecord, token.nonce) is not None:
+        known = session.get(ConsentRecord, token.nonce)
+        if known is not None and known.status == REVOKED:
+            raise _Refused(f"consent {token.nonce[:16]} was revoked by its originator")
+        if known is not None:
             raise _Refused(f"consent {token.nonce[:16]} was already used for a forward here")
         if session.get(Message, token.message_id) is not None:
             raise _Refused(f"message {token.message_id} is already on this node")
@@ -628,6 +648,10 @@ def forward_router(node: Node) -> APIRouter:
     @router.get("/messages/{message_id}/provenance")
     def proof(message_id: str, user: CurrentUser) -> dict[str, Any]:
         """Who signed the message (and, if forwarded, the consent and the forwarder)."""
+        try:  # need-to-know: clearance and art. 6.3; forbidden answers as missing
+            known_message(node, user, message_id)
+        except NotKnown as e:
+            raise HTTPException(404, str(e)) from e
         try:
             return provenance(node, message_id)
         except ConsentRefused as e:

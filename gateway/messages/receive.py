@@ -5,6 +5,9 @@ Checklist for every delivered message (DESIGN guarantees 1, 5, 6; STYLE "verific
  2. The envelope parses (canonical DSSE) and is a message statement.
  3. Its signatures verify under that peer's keys: one of its seal keys always, and one of
     its signatory keys for a request (agreement art. 4.4).
+ 3a. It carries only what this node's profile allows: a carried level (never one above
+    the ceiling), known caveats and marking fields, a known type and known extensions
+    (`policy.admission`); otherwise it is refused like a bad signature.
  4. The statement's sender is the connected peer (a peer cannot speak for another party),
     its recipient is this node, and it has not expired.
  5. A (sender, message id) already recorded is a redelivery when the envelope is the same,
@@ -70,6 +73,7 @@ from accord.gateway.messages.stream import (
 from accord.gateway.node.runtime import PROFILE_HEADER, Node, PeerUnknown
 from accord.gateway.node.tls import peer_certificate_der
 from accord.gateway.workflow import cases as _workflow
+from accord.policy.admission import AdmissionRefused, admit
 from accord.policy.workflow import WorkflowError
 from accord.storage import (
     Conflict,
@@ -182,7 +186,9 @@ async def _receive_one(
     message_id = statement.message_id
     try:
         verified = _verify(node, party, envelope)  # 3, 4
-        check_incoming_control(node, party, verified.statement)  # 4a: consent tokens (art. 7.3)
+        check_incoming_control(  # 4a: consent tokens, re-markings (art. 7.1, 7.3)
+            node, party, verified.statement, signed_by=verified.evidence.key_ids
+        )
         # 5, early, only for a message with a part bound for the blob store.
         inline = all(p.size <= INLINE_MAX for p in statement.parts)
         seen = None if inline else _seen(node, party, message_id)
@@ -247,6 +253,11 @@ def _verify(node: Node, party: str, envelope: Envelope) -> VerifiedMessage:
     )
     if not verified.evidence.key_ids & keys.seals.keys():
         raise _Refused("no signature by the peer's seal")
+    st = verified.statement
+    try:  # 3a: only what this node's profile allows (policy/admission.py)
+        admit(node.profile.scheme, st.type, st.marking, st.extensions)
+    except AdmissionRefused as e:
+        raise _Refused(f"not admitted by the profile: {e}") from e
     if (
         verified.statement.type == "request"
         # An urgent oral request is registered under the seal; its written confirmation

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlmodel import Session, col, select
+
 from accord.crypto import DecryptionKey, Envelope, RecipientKey, Signer, VerifyKey
 from accord.crypto.tls import TlsIdentity
 from accord.gateway.keys.store import NodeKeys
@@ -26,6 +28,7 @@ from accord.policy import Profile, default_profile
 from accord.storage import (
     BlobStore,
     Database,
+    Key,
     KeyKind,
     KeyStatus,
     Peer,
@@ -84,14 +87,15 @@ class Node:
     # Reopens the node's keys from its home (it holds the passphrase): the key upkeep task
     # calls it when the key history changes (`gateway._keys.load_key_ring`).
     key_loader: Callable[[datetime], NodeKeys] | None = None
-    peer_cache_seconds: float = 5.0
     # A local user found by API token is remembered this long (`user_by_token`).
     user_cache_seconds: float = 2.0
     # Set by `accord serve`: trusts, in the running peer API's TLS context, the peer
     # certificates the registry gained (a peer's TLS rotation), before its statement is
     # acknowledged (gateway/_serve.py).
     refresh_pins: Callable[[], Awaitable[None]] | None = None
-    _peer_cache: dict[str, tuple[float, PeerKeys]] = field(default_factory=dict)
+    # A peer's keys as last built, with the registry stamp they were built from: reused
+    # only while the stamp is unchanged (`peer_keys`).
+    _peer_cache: dict[str, tuple[object, PeerKeys]] = field(default_factory=dict)
     _user_cache: dict[str, tuple[float, User]] = field(default_factory=dict)
     _wake: asyncio.Event | None = None
     _writes: GroupCommit | None = None
@@ -150,20 +154,33 @@ class Node:
     # -- Peers -----------------------------------------------------------------------
 
     def peer_keys(self, party: str) -> PeerKeys:
-        """The trusted keys of `party`; cached briefly, since `accord peer add` runs in
-        another process and the registry is the single source of truth."""
-        cached = self._peer_cache.get(party)
-        if cached and time.monotonic() - cached[0] < self.peer_cache_seconds:
-            return cached[1]
+        """The trusted keys of `party`, as the peer registry holds them *now*.
+
+        `accord peer add|suspend` and `accord keys revoke` run in another process and the
+        registry is the single source of truth: the keys built last time are reused only
+        while the registry's stamp for the party (its status, each key's id, status and
+        `not_after`, and which keys are within validity now) is unchanged, checked on every
+        call with one narrow query. A revoked or expired key is never trusted, not even
+        for the rest of a cache period."""
+        now = self.clock()
         with self.db.session(readonly=True) as session:
+            stamp = _registry_stamp(session, party, now)
+            cached = self._peer_cache.get(party)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
             try:
                 peer = _get_peer(session, party)
             except Exception as e:
                 raise PeerUnknown(party) from e
             if peer.status is not PeerStatus.ACTIVE:
                 raise PeerUnknown(party)
-            # The current keys and those in a rotation's overlap window (DESIGN 8).
-            keys = [k for k in list_keys(session, owner=party) if k.status.usable]
+            # The current keys and those in a rotation's overlap window (DESIGN 8), within
+            # their validity.
+            keys = [
+                k
+                for k in list_keys(session, owner=party)
+                if k.status.usable and (k.not_after is None or k.not_after > now)
+            ]
             pem = _descriptor_pem(peer)
             # During a TLS rotation's overlap window the peer may present either certificate.
             tls_pems = [
@@ -194,7 +211,7 @@ class Node:
             signatories=signatories,
             encryption=encryption[-1],
         )
-        self._peer_cache[party] = (time.monotonic(), result)
+        self._peer_cache[party] = (stamp, result)
         return result
 
     def forget_peer_cache(self) -> None:
@@ -208,6 +225,29 @@ class Node:
 
     def attach_wake(self, event: asyncio.Event) -> None:
         self._wake = event
+
+
+def _registry_stamp(session: Session, party: str, now: datetime) -> object:
+    """What `peer_keys` depends on for `party`, read with two narrow queries: the peer's
+    status and descriptor digest, and for each of its keys the id, status, end of validity
+    and whether it is within validity at `now`."""
+    peer = session.exec(
+        select(Peer.status, Peer.tls_cert_sha256, Peer.endpoint_url).where(
+            col(Peer.party_id) == party
+        )
+    ).first()
+    keys = session.exec(
+        select(Key.key_id, Key.status, Key.not_after).where(col(Key.owner) == party)
+    ).all()
+    return (
+        None if peer is None else tuple(peer),
+        tuple(
+            sorted(
+                (key_id, str(status), not_after, not_after is None or not_after > now)
+                for key_id, status, not_after in keys
+            )
+        ),
+    )
 
 
 def _descriptor_pem(peer: Peer) -> str:

@@ -24,6 +24,7 @@ from accord.crypto import (
     Envelope,
     KdfCost,
     MessageDraft,
+    Signer,
     VerificationError,
     canonical_json,
     new_message_id,
@@ -54,6 +55,7 @@ from accord.gateway.consent.forward import (
     forward_message,
     provenance,
 )
+from accord.gateway.keys.store import load_signatory
 from accord.gateway.messages.receive import _Accepted, _receive_one, _record
 from accord.gateway.messages.stream import END, MAGIC, AsyncByteReader, frame_lengths
 from accord.gateway.node.config import Home
@@ -75,6 +77,10 @@ from accord.storage import (
 CHEAP = KdfCost(opslimit=1, memlimit=8192)
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 PASS = "пароль узла".encode()
+# The head of each Party (a signatory, art. 4.4): the reference profile asks a signatory
+# to sign consents and re-markings (policy/authority.py).
+HEAD, HEAD_PASS = "глава", "пароль главы".encode()
+DEPUTY, DEPUTY_PASS = "заместитель", "пароль заместителя".encode()
 A, B, C = "МВД-РБ", "Росгвардия", "Прокуратура-РБ"
 PURPOSE = "передача материалов в прокуратуру по делу № 17/2026"
 TEXT = "Протокол допроса свидетеля по делу № 17/2026."
@@ -95,6 +101,8 @@ class World:
     c: Node
     users: dict[str, User]
     clock: Clock
+    heads: dict[str, User]
+    signers: dict[str, Signer]
 
     def stored_at_c(self) -> int:
         with self.c.db.session(readonly=True) as session:
@@ -107,9 +115,13 @@ def _node(root: Path, party: str, port: int, clock: Clock) -> Node:
         passphrase=PASS, now=START, kdf_cost=CHEAP,
     )  # fmt: skip
     _admin.add_user(Home(root), "оператор", role=Role.OPERATOR, clearance="CONFIDENTIAL", now=START)
+    for name, secret in ((HEAD, HEAD_PASS), (DEPUTY, DEPUTY_PASS)):
+        _admin.add_user(
+            Home(root), name, role=Role.SIGNATORY, clearance="CONFIDENTIAL",
+            signatory_passphrase=secret, now=START, kdf_cost=CHEAP,
+        )  # fmt: skip
     node = load_node(root, PASS)
     node.clock = clock
-    node.peer_cache_seconds = 0
     return node
 
 
@@ -127,8 +139,10 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     nodes = [_node(root / k, p, port, clock) for k, p, port in
              (("a", A, 9443), ("b", B, 9543), ("c", C, 9643))]  # fmt: skip
     a, b, c = nodes
-    for src, dst in ((a, b), (b, a), (b, c), (c, b), (a, c)):
-        _introduce(src, dst)  # C trusts A: it must verify A's signatures.
+    for src, dst in ((a, b), (b, a), (b, c), (c, b), (a, c), (c, a)):
+        # C trusts A: it must verify A's signatures; A trusts C: it tells C of a
+        # revocation (tests/gateway/test_authority.py).
+        _introduce(src, dst)
     for n in nodes:
         n.close()
     return root
@@ -145,13 +159,14 @@ def world(homes: Path, tmp_path: Path) -> Iterator[World]:
         home = Home(tmp_path / key)
         home.save_config(home.load_config().with_changes(database=home.sqlite_url()))
         nodes.append(load_node(tmp_path / key, PASS))
-    users = {}
+    users, heads, signers = {}, {}, {}
     for n in nodes:
         n.clock = clock
-        n.peer_cache_seconds = 0
         with n.db.session(readonly=True) as session:
             users[n.party] = get_user(session, "оператор")
-    w = World(*nodes, users=users, clock=clock)
+            heads[n.party] = get_user(session, HEAD)
+        signers[n.party] = load_signatory(n.home, HEAD, HEAD_PASS, db=n.db)
+    w = World(*nodes, users=users, clock=clock, heads=heads, signers=signers)
     yield w
     for n in nodes:
         n.close()
@@ -220,7 +235,7 @@ def grant(w: World, message_id: str, **kw: Any) -> str:
         "third_party": C, "purpose": PURPOSE, "expires": w.clock() + timedelta(days=7),
     }  # fmt: skip
     values.update(kw)
-    granted = grant_consent(w.a, w.users[A], message_id, **values)
+    granted = grant_consent(w.a, w.heads[A], message_id, signatory=w.signers[A], **values)
     assert deliver(w.a, w.b, granted.control_message_id) == "accepted"
     return granted.nonce
 
@@ -268,7 +283,10 @@ def test_forward_with_consent_is_accepted_and_third_party_proves_origin(world: W
     assert proof["signed_by"] == [world.a.seal.key_id]
     assert proof["forwarded"]["forwarder"] == B
     assert proof["forwarded"]["forwarder_seal"] == [world.b.seal.key_id]
-    assert proof["forwarded"]["consent"]["signed_by"] == [world.a.seal.key_id]
+    # A's seal and its head's signature (the reference profile asks for a signatory).
+    assert proof["forwarded"]["consent"]["signed_by"] == sorted(
+        [world.a.seal.key_id, world.signers[A].key_id]
+    )
     assert proof["forwarded"]["consent"]["purpose"] == PURPOSE
     assert proof["marking"] == {"level": "CONFIDENTIAL", "caveats": ["ORCON"]}
     # The consent is spent on B, recorded as used on C, and the timelines say so.
@@ -413,7 +431,7 @@ def _ship_to_c(w: World, prepared: _Prepared) -> None:
     asyncio.run(run())
 
 
-def _token(w: World, message_id: str, signer: Any, **changes: Any) -> Envelope:
+def _token(w: World, message_id: str, *signers: Any, **changes: Any) -> Envelope:
     with w.b.db.session(readonly=True) as session:
         row = session.get(Message, message_id)
         assert row is not None
@@ -425,7 +443,7 @@ def _token(w: World, message_id: str, signer: Any, **changes: Any) -> Envelope:
         "issued": w.clock(), "expires": w.clock() + timedelta(days=7),
     }  # fmt: skip
     values.update(changes)
-    return issue_consent(ConsentToken(**values), [signer])
+    return issue_consent(ConsentToken(**values), list(signers))
 
 
 def test_attack_token_issued_by_the_forwarder_is_refused_by_the_third_party(
@@ -440,7 +458,7 @@ def test_attack_token_issued_by_the_forwarder_is_refused_by_the_third_party(
 
 def test_attack_token_for_another_message_is_refused_by_the_third_party(world: World) -> None:
     message_id, other = send(world), send(world)
-    token = _token(world, other, world.a.seal)
+    token = _token(world, other, world.a.seal, world.signers[A])
     _, forged = _malicious(world, message_id, token=token)
     with pytest.raises(VerificationError, match="another message"):
         _ship_to_c(world, forged)
@@ -449,7 +467,7 @@ def test_attack_token_for_another_message_is_refused_by_the_third_party(world: W
 
 def test_attack_forged_token_is_refused_by_the_third_party(world: World) -> None:
     message_id = send(world)
-    real = _token(world, message_id, world.a.seal)
+    real = _token(world, message_id, world.a.seal, world.signers[A])
     forged_token = Envelope(
         real.payload_type, real.payload.replace(b"2026", b"2027"), real.signatures
     )
@@ -484,8 +502,8 @@ def test_attack_consent_message_for_a_message_not_received_is_refused(world: Wor
     """A token that binds no message B received from A is refused by B's peer API."""
     message_id = send(world)
     granted = grant_consent(
-        world.a, world.users[A], message_id, third_party=C, purpose=PURPOSE,
-        expires=world.clock() + timedelta(days=1),
+        world.a, world.heads[A], message_id, third_party=C, purpose=PURPOSE,
+        expires=world.clock() + timedelta(days=1), signatory=world.signers[A],
     )  # fmt: skip
     with world.b.db.session() as session:
         row = session.get(Message, message_id)
@@ -530,8 +548,8 @@ def test_consent_expiry_must_be_future_and_within_the_profile(
     message_id = send(world)
     with pytest.raises(ConsentRefused, match=complaint):
         grant_consent(
-            world.a, world.users[A], message_id, third_party=C, purpose=PURPOSE,
-            expires=world.clock() + expires,
+            world.a, world.heads[A], message_id, third_party=C, purpose=PURPOSE,
+            expires=world.clock() + expires, signatory=world.signers[A],
         )  # fmt: skip
 
 
@@ -590,8 +608,9 @@ def test_remarking_by_the_originator_is_a_new_signed_statement_and_gates_reading
     with pytest.raises(HTTPException, match="above your clearance"):
         _opener_for(world.b, reader, message_id)
     changed = remark_message(
-        world.a, world.users[A], message_id, {"level": "RESTRICTED", "caveats": ["ORCON"]}
-    )
+        world.a, world.heads[A], message_id, {"level": "RESTRICTED", "caveats": ["ORCON"]},
+        signatory=world.signers[A],
+    )  # fmt: skip
     assert deliver(world.a, world.b, changed["sent_as"]) == "accepted"
     with world.b.db.session(readonly=True) as session:
         row = session.get(Message, message_id)
@@ -635,13 +654,15 @@ def test_remarking_to_a_state_secret_level_is_refused(world: World) -> None:
     """Art. 7.5: state secrets never enter the gateway, not even by re-marking."""
     message_id = send(world)
     with pytest.raises(ConsentRefused, match=r"art\. 7\.5"):
-        remark_message(world.a, world.users[A], message_id, {"level": "SECRET"})
+        remark_message(
+            world.a, world.heads[A], message_id, {"level": "SECRET"}, signatory=world.signers[A]
+        )
 
 
 def test_consent_naming_the_originator_as_forwarder_is_refused(world: World) -> None:
     message_id = send(world)
     with pytest.raises(ConsentRefused, match="--forwarder is the Party that received"):
         grant_consent(
-            world.a, world.users[A], message_id, third_party=C, purpose=PURPOSE,
-            expires=world.clock() + timedelta(days=1), forwarder=A,
+            world.a, world.heads[A], message_id, third_party=C, purpose=PURPOSE,
+            expires=world.clock() + timedelta(days=1), forwarder=A, signatory=world.signers[A],
         )  # fmt: skip

@@ -536,12 +536,18 @@ def test_consent_grant_with_a_bad_date_is_a_usage_error(
 
 
 def test_consent_granted_reaches_the_forwarder(pair: Pair, delivered: dict[str, Any]) -> None:
-    """A grants; the token travels to B as a message, where B's node records it; B's
+    """A's head grants (the reference profile asks a signatory: an operator alone is
+    refused); the token travels to B as a message, where B's node records it; B's
     forward then fails only because the third party is no peer of B's."""
     until = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
-    granted = accord(
+    accord(
         pair.a, OPERATOR_A, "consent", "grant", delivered["id"], "--to", THIRD_PARTY,
-        "--purpose", "проверка законности", "--expires", until, "--json",
+        "--purpose", "проверка законности", "--expires", until,
+    ).refused("requires a signatory")  # fmt: skip
+    granted = accord(
+        pair.a, HEAD, "consent", "grant", delivered["id"], "--to", THIRD_PARTY,
+        "--purpose", "проверка законности", "--expires", until, "--sign", "--json",
+        ACCORD_SIGNATORY_PASSPHRASE=HEAD_PASSPHRASE,
     ).json()  # fmt: skip
     assert granted["forwarder"] == PARTY_B and granted["status"] == "granted"
     wait_status(pair.a, granted["sent_as"], "delivered")

@@ -109,7 +109,9 @@ def test_digest_ignores_layout_but_not_content(tmp_path: Path) -> None:
         (("{ days = 3 }", "{ weeks = 3 }"), "unknown unit"),
         (("{ days = 3 }", "{ days = 0 }"), "longer than zero"),
         (('levels = ["OFFICIAL", ', 'levels = ["SECRET", "OFFICIAL", '), "both carried and"),
-        (("signatory_required = false", 'signatory_required = "нет"'), "true or false"),
+        (("signatory_required = true", 'signatory_required = "нет"'), "true or false"),
+        (("downgrade_signatories = 1", "downgrade_signatories = 3"), "1 or 2"),
+        (("downgrade_signatories = 1", "downgrade_signatories = 2\nquorum = 1"), "unknown key"),
         (('id = "Росгвардия"', 'id = "МВД-РБ"'), "once"),
     ],
 )

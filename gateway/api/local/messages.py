@@ -47,6 +47,7 @@ from accord.gateway.audit import log as _audit
 from accord.gateway.audit.log import EventKind
 from accord.gateway.keys.lifecycle import expiry_warnings
 from accord.gateway.keys.store import KeyStoreError, load_signatory
+from accord.gateway.messages.access import NotKnown, governing_marking, known_message
 from accord.gateway.messages.parts import message_row, open_part, read_part
 from accord.gateway.messages.upload import QueueReader, UploadError, UploadTooLarge, parse_upload
 from accord.gateway.node.groupcommit import BulkWrite
@@ -296,6 +297,11 @@ def local_router(node: Node) -> APIRouter:
 
     @router.get("/messages/{message_id}/status")
     def status(message_id: str, user: CurrentUser) -> dict[str, Any]:
+        # Need-to-know: clearance and art. 6.3; a forbidden message answers as a missing one.
+        try:
+            known_message(node, user, message_id)
+        except NotKnown as e:
+            raise _problem(404, str(e)) from e
         with node.db.session(readonly=True) as session:
             row = _get(session, message_id, user)
             events = list_events(session, message_id)
@@ -332,7 +338,8 @@ def local_router(node: Node) -> APIRouter:
             "from": row.sender,
             "to": row.recipient,
             "type": row.type,
-            "marking": row.marking,
+            # The governing marking (signed statement and re-markings), not the column.
+            "marking": governing_marking(node, row).to_dict(),
             "purpose": row.purpose,
             "created": row.created.isoformat(),
             "in_reply_to": row.in_reply_to,
@@ -371,6 +378,14 @@ def local_router(node: Node) -> APIRouter:
     @router.get("/cases/{case_id}")
     def case(case_id: str, user: CurrentUser) -> dict[str, Any]:
         """A request's case: state, overdue flag (art. 4.2), allowed steps, history."""
+        try:  # need-to-know of the request the case is about (clearance, art. 6.3)
+            known_message(node, user, case_id)
+        except NotKnown as e:
+            raise _problem(
+                404,
+                f"no case {case_id} on this node: check the request's message id with "
+                "`accord inbox` or `accord outbox`",
+            ) from e
         with node.db.session(readonly=True) as session:
             try:
                 return _workflow.case_view(session, user, case_id, now=node.clock())
@@ -777,19 +792,22 @@ def _opener_for(
         raise _problem(403, reason)
     with node.db.session(readonly=True) as session:
         row = _get(session, message_id, user)
+    # The marking that governs is the verified signed one and its verified re-markings,
+    # never the database column alone (`_authority.governing_marking`).
     try:
-        scheme = node.profile.scheme
-        allowed = scheme.may_read(user.clearance, scheme.parse(row.marking))
-    except MarkingError:
-        allowed = False
+        marking = governing_marking(node, row)
+        allowed = node.profile.scheme.may_read(user.clearance, marking)
+        level = marking.level
+    except (MarkingError, VerificationError) as e:
+        log.error("message %s has no verifiable marking: %s", message_id, e)
+        allowed, level = False, "unverifiable"
     if not allowed:
         _audit.record_alone(
             node, _refusal(node, EventKind.READ_REFUSED, user, "above the user's clearance", row)
         )
         raise _problem(
             403,
-            f"message {message_id} is marked {row.marking.get('level')}, above your clearance "
-            f"{user.clearance}",
+            f"message {message_id} is marked {level}, above your clearance {user.clearance}",
         )
     if row.header is None:
         raise _problem(409, f"message {message_id} has no content on this node")
