@@ -5,8 +5,10 @@
   database. Consent tokens are checked by `crypto.bundle.check_consent_token`. Prints
   what was proven in plain words; `--json` prints `{"ok", "proven", "failures",
   "warnings"}`; exit 1 on any failure.
-- `accord audit verify --node URL --token TOKEN`: the node recomputes its whole log and
-  checks every checkpoint and cosignature; the first inconsistency is named; exit 1 then.
+- `accord audit verify --node URL --token TOKEN`: the node recomputes its whole log,
+  checks every checkpoint and cosignature, and compares it with the latest checkpoint each
+  peer cosigned (a truncation behind it is named); the first inconsistency is named; exit
+  1 then.
 
 Exit codes as everywhere: 0 success, 1 refused or failed (one line on stderr), 2 usage.
 """
@@ -153,6 +155,16 @@ def audit_verify(
             f"root {report.get('root')}, {report.get('checkpoints_verified')} signed "
             f"checkpoint(s), {report.get('cosignatures_verified')} cosignature(s)."
         )
+    if not json_output:
+        # What each peer cosigned (issue 12): a truncation behind it is the problem below.
+        for found in report.get("witnesses") or []:
+            if found.get("status") == "consistent":
+                typer.echo(
+                    f"WITNESS  {found.get('party')} cosigned size {found.get('size')}: the log "
+                    "still holds it unchanged."
+                )
+        for line in report.get("warnings") or []:
+            typer.echo(f"NOTE     {line}")
     if not report.get("ok"):
         problem = report.get("problem") or {}
         _fail(

@@ -22,6 +22,7 @@ from ._peer_api import peer_router
 from ._peer_audit import peer_audit_router
 from ._peer_keys import peer_keys_router
 from ._runtime import Node
+from ._witness_check import peer_witnessed_router
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
 
@@ -50,6 +51,7 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(local_audit_router(node))
     app.include_router(peer_audit_router(node))
     app.include_router(peer_keys_router(node))
+    app.include_router(peer_witnessed_router(node))
 
     app.add_middleware(_Faces)
     return app

@@ -1,0 +1,179 @@
+"""Complete evidence (issue 12), against two real nodes (`accord serve`, mutual TLS).
+
+- A thief of a stopped node's database deletes the tail of its audit log behind a
+  checkpoint the peer cosigned, and rewrites the checkpoints, cosignatures, subtree hashes
+  and state row so that the database is consistent again: `accord audit verify` still
+  finds it, from the peer's record of what it cosigned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from crypto import Envelope
+from crypto.descriptor import NodeDescriptor, verify_descriptor
+from gateway._harness import accord_command
+from gateway.config import AuditConfig
+from storage import audit_verify, tree_nodes
+from tests.integration._nodes import Cluster, NodeProcess, wait_until
+
+PARTY_A, PARTY_B = "МВД-РБ", "Росгвардия"
+OPERATOR_A, OPERATOR_B, AUDITOR = "Оператор А", "Оператор Б", "Аудитор"
+FAST_AUDIT = AuditConfig(
+    checkpoint_interval=0.3, checkpoint_burst=1, witness_interval=0.3, poll_interval=0.1
+)
+
+
+@dataclass
+class Nodes:
+    a: NodeProcess
+    b: NodeProcess
+    descriptors: list[Path]
+
+
+@pytest.fixture(scope="module")
+def nodes(cluster_factory: Callable[[], Cluster]) -> Iterator[Nodes]:
+    cluster = cluster_factory()
+    a, b = cluster.add(PARTY_A, PARTY_B)
+    a.add_user(OPERATOR_A, role="operator", clearance="CONFIDENTIAL")
+    b.add_user(OPERATOR_B, role="operator", clearance="CONFIDENTIAL")
+    for node in (a, b):
+        node.add_user(AUDITOR, role="auditor")
+        node.configure(audit=FAST_AUDIT)
+    cluster.connect()
+    paths = []
+    for node in (a, b):
+        path = cluster.root / f"{node.party}.descriptor"
+        path.write_bytes(node.descriptor or node.export())
+        paths.append(path)
+    cluster.start()
+    yield Nodes(a, b, paths)
+
+
+def _trusted(nodes: Nodes) -> list[NodeDescriptor]:
+    return [verify_descriptor(Envelope.from_bytes(p.read_bytes())) for p in nodes.descriptors]
+
+
+def accord(node: NodeProcess | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCORD_")}
+    if node is not None:
+        env.update(
+            ACCORD_NODE=node.url,
+            ACCORD_CA=str(node.init.ca_file),
+            ACCORD_TOKEN=node.users[AUDITOR].token,
+        )
+    return subprocess.run(
+        [*accord_command(), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+
+
+def _send(nodes: Nodes) -> str:
+    response = nodes.a.send(OPERATOR_A, to=nodes.b, body="Уведомление по статье 6")
+    assert response.status_code == 201, response.text
+    message_id: str = response.json()["message_id"]
+    nodes.a.wait_for_status(message_id, "delivered")
+    return message_id
+
+
+def _leaves_about(node: NodeProcess, message_id: str) -> dict[int, str]:
+    with node.database() as db, db.session(readonly=True) as session:
+        rows = session.execute(
+            text(
+                'SELECT l."index", l.leaf FROM audit_leaves l JOIN audit_message_leaves m'
+                ' ON m."index" = l."index" WHERE m.message_id = :m ORDER BY l."index"'
+            ),
+            {"m": message_id},
+        ).all()
+    return {int(i): json.loads(bytes(leaf))["kind"] for i, leaf in rows}
+
+
+def _witnessed_size(witness: NodeProcess, party: str) -> int:
+    with witness.database() as db, db.session(readonly=True) as session:
+        size = session.execute(
+            text("SELECT max(size) FROM witnessed_checkpoints WHERE party = :p"), {"p": party}
+        ).scalar()
+    return int(size or 0)
+
+
+def _root_nodes(size: int) -> list[tuple[int, int]]:
+    """The perfect subtrees whose fold is the root of `size` leaves (RFC 6962), left first:
+    the state row's frontier."""
+    nodes, begin = [], 0
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            nodes.append((level, begin >> level))
+            begin += 1 << level
+    return nodes
+
+
+def _truncate(node: NodeProcess, keep: int) -> None:
+    """What a thief of the stopped node's database does to hide the tail from `keep` on:
+    every row of those leaves gone, the tree, checkpoints, cosignatures and state row
+    rewritten to be the log of `keep` leaves, so that nothing inside the database shows."""
+    with node.database() as db, db.session() as session:
+        frontier = b"".join(tree_nodes(session, _root_nodes(keep)))
+        for sql in (
+            'DELETE FROM audit_leaves WHERE "index" >= :k',
+            'DELETE FROM audit_message_leaves WHERE "index" >= :k',
+            'DELETE FROM audit_nodes WHERE ("index" + 1) << level > :k',
+            "DELETE FROM cosignatures WHERE checkpoint_size > :k",
+            "DELETE FROM checkpoints WHERE size > :k",
+        ):
+            session.execute(text(sql), {"k": keep})
+        session.execute(
+            text("UPDATE audit_state SET size = :k, frontier = :f"), {"k": keep, "f": frontier}
+        )
+    with node.database() as db, db.session(readonly=True) as session:
+        report = audit_verify(session)
+    # The database alone no longer shows anything: only the peer's record can.
+    assert report.ok and report.size == keep, report
+
+
+def test_audit_tail_deleted_after_witnessed_checkpoint_detected(nodes: Nodes) -> None:
+    message_id = _send(nodes)
+    leaves = _leaves_about(nodes.a, message_id)
+    sent = min(i for i, kind in leaves.items() if kind == "message.sent")
+    receipt = max(i for i, kind in leaves.items() if kind == "receipt.stored")
+    wait_until(
+        lambda: _witnessed_size(nodes.b, PARTY_A) > receipt or None,
+        what=f"{PARTY_B} to cosign {PARTY_A}'s log past the receipt",
+        timeout=60,
+    )
+    before = accord(nodes.a, "audit", "verify", "--json")
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert {"party": PARTY_B, "status": "consistent"}.items() <= json.loads(before.stdout)[
+        "witnesses"
+    ][0].items()
+    witnessed = _witnessed_size(nodes.b, PARTY_A)
+    nodes.a.stop()
+    try:
+        _truncate(nodes.a, sent)  # the message was never sent, as far as A's log shows
+    finally:
+        nodes.a.start()
+    result = accord(nodes.a, "audit", "verify", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["problem"]["kind"] == "truncated"
+    assert report["problem"]["index"] == sent
+    assert f"{PARTY_B} cosigned a checkpoint of size" in report["problem"]["detail"]
+    assert f"[{sent}, " in report["problem"]["detail"]
+    assert _witnessed_size(nodes.b, PARTY_A) >= witnessed
+    human = accord(nodes.a, "audit", "verify")
+    assert human.returncode == 1
+    (line,) = human.stderr.splitlines()
+    assert "is inconsistent: truncated" in line and PARTY_B in line
