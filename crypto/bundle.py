@@ -28,6 +28,11 @@ Invariants:
   (`check_consent_token`, art. 7.3); a revocation only when sealed by the originator, of
   a token in the bundle; a forward statement only when sealed by the forwarder, under a
   token in the bundle that names the same forwarder, third party and purpose.
+- A bundle holds every log entry about its message up to its export (issue 12): each
+  version 2 event about a message names the previous one about it (`LogEvent.prev`), the
+  export's own entry ends the chain, and a receipt the log records as stored must be in
+  the bundle. A bundle of first-format (unchained) entries verifies with a warning that
+  completeness is not proven.
 - `verify_bundle` raises `BundleVerificationError` (a `VerificationError`) listing every
   failure, and returns `BundleEvidence` (the plain-words list of what was proven) only
   when nothing failed.
@@ -88,6 +93,9 @@ __all__ = [
 
 BUNDLE_TYPE = "application/vnd.accord.evidence-bundle+json; version=1"
 LOG_EVENT_TYPE = "accord.audit-event/v1"
+# The event kinds the completeness check reads (the node's `EventKind` has the same).
+EXPORT_EVENT = "bundle.exported"
+RECEIPT_STORED_EVENT = "receipt.stored"
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_DETAIL_TEXT = 500
 _HASH_SIZE = 32
@@ -152,19 +160,31 @@ class LogEvent:
     marking: Mapping[str, Any] | None = None
     verdict: str | None = None
     detail: Mapping[str, str | int] = field(default_factory=dict)
+    # Version 2 (issue 12): `chained` events about a message name the index of the
+    # previous event about the same message in this log (`prev`), absent for its first.
+    chained: bool = False
+    prev: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind or len(self.kind) > 64:
             raise ValueError("an event kind is 1 to 64 characters")
         if self.at.tzinfo is None:
             raise ValueError("an event time must be timezone-aware")
+        if self.prev is not None and (
+            not self.chained
+            or self.message_id is None
+            or isinstance(self.prev, bool)
+            or not isinstance(self.prev, int)
+            or self.prev < 0
+        ):
+            raise ValueError("prev is the index of an earlier event of a chained message event")
         for name, value in self.digests.items():
             parse_hex64(value, f"digest {name}")
         _parse_detail(dict(self.detail))
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "v": 1,
+            "v": 2 if self.chained else 1,
             "type": LOG_EVENT_TYPE,
             "kind": self.kind,
             "at": format_time(self.at),
@@ -184,6 +204,8 @@ class LogEvent:
             payload["digests"] = dict(self.digests)
         if self.detail:
             payload["detail"] = dict(self.detail)
+        if self.prev is not None:
+            payload["prev"] = self.prev
         return payload
 
     def to_leaf(self) -> bytes:
@@ -197,11 +219,17 @@ class LogEvent:
             loads_canonical(leaf),
             {"v", "type", "kind", "at", "node"},
             {"message_id", "sender", "recipient", "peer", "user", "digests", "marking", "verdict",
-             "detail"},
+             "detail", "prev"},
             "audit event",
         )  # fmt: skip
-        if data["v"] != 1 or data["type"] != LOG_EVENT_TYPE:
-            raise VerificationError("not an audit event of version 1")
+        if data["v"] not in (1, 2) or data["type"] != LOG_EVENT_TYPE:
+            raise VerificationError("not an audit event of version 1 or 2")
+        chained = data["v"] == 2
+        prev = None
+        if "prev" in data:
+            if not chained or data.get("message_id") is None:
+                raise VerificationError("only a version 2 event about a message names prev")
+            prev = parse_int(data["prev"], "audit event prev")
         if not isinstance(data["kind"], str) or not 0 < len(data["kind"]) <= 64:
             raise VerificationError("audit event kind must be 1 to 64 characters")
         digests = data.get("digests", {})
@@ -224,6 +252,8 @@ class LogEvent:
                 digests={k: parse_hex64(v, f"digest {k}") for k, v in digests.items()},
                 marking=marking,
                 detail=_parse_detail(data.get("detail", {})),
+                chained=chained,
+                prev=prev,
                 **texts,
             )
         except ValueError as e:
@@ -883,6 +913,7 @@ def _check_log(
     if not bundle.entries:
         check.failures.append("the bundle holds no log entry about the message")
     seen: set[int] = set()
+    events: dict[int, LogEvent] = {}
     for entry in bundle.entries:
         if entry.index in seen:
             check.failures.append(f"log entry {entry.index} appears twice")
@@ -900,13 +931,96 @@ def _check_log(
         except VerificationError as e:
             check.failures.append(f"log entry {entry.index} does not verify: {e.reason}")
             continue
+        events[entry.index] = event
         words = f" (verdict {event.verdict})" if event.verdict else ""
         who = f" by {event.user}" if event.user else ""
         check.proven.append(
             f"Log entry {entry.index}: {event.kind}{who}{words} on {format_time(event.at)}, "
             "included in that checkpoint."
         )
+    _check_complete(bundle, events, check)
     return checkpoint
+
+
+def _check_complete(bundle: Bundle, events: Mapping[int, LogEvent], check: _Check) -> None:
+    """7. Completeness (issue 12): every version 2 event about a message names the
+    previous event about it in the same log (`prev`), and the export's own entry
+    (`EXPORT_EVENT`) ends the chain. Walking back from it must meet every entry of the
+    bundle and find every link in it, so an entry left out (a read, a receipt) breaks
+    the chain; a receipt the log records as stored must be in the bundle.
+
+    Entries of the first format (version 1, before chaining) name no predecessor: a
+    bundle of them alone still proves each entry, and says that it cannot prove none
+    was left out; a chain that reaches one proves completeness from there on only."""
+    if not events:
+        return
+    if not any(e.chained for e in events.values()):
+        check.warnings.append(
+            "The log entries are of the first format (before each entry named the one "
+            "before it): each is proven, but not that no entry about the message was left "
+            "out. Export the bundle again to have that proven."
+        )
+        return
+    head_index = max(events)
+    head = events[head_index]
+    if not head.chained or head.kind != EXPORT_EVENT:
+        check.failures.append(
+            f"the last log entry ({head_index}, {head.kind}) is not the entry of the "
+            "bundle's export: the entries after it were left out"
+        )
+        return
+    visited: set[int] = set()
+    index, event = head_index, head
+    oldest_unchained: int | None = None
+    while True:
+        visited.add(index)
+        if not event.chained:
+            oldest_unchained = index
+            break
+        if event.prev is None:
+            break
+        previous = events.get(event.prev)
+        if event.prev >= index or previous is None:
+            check.failures.append(
+                f"log entry {event.prev} about the message was left out of the bundle: "
+                f"entry {index} names it as the one before it"
+            )
+            return
+        index, event = event.prev, previous
+    stray = sorted(
+        i for i in events if i not in visited and (oldest_unchained is None or i > oldest_unchained)
+    )
+    if stray:
+        check.failures.append(
+            f"log entries {', '.join(map(str, stray))} are not in the chain of entries about "
+            "the message"
+        )
+        return
+    receipts = {r.sha256 for r in bundle.receipts}
+    for i in sorted(visited):
+        digest = events[i].digests.get("receipt")
+        if events[i].kind == RECEIPT_STORED_EVENT and digest is not None and digest not in receipts:
+            check.failures.append(
+                f"the receipt that log entry {i} records as stored is not in the bundle: "
+                "it was left out"
+            )
+            return
+    if oldest_unchained is None:
+        check.proven.append(
+            f"The bundle holds every entry of {bundle.exported_by}'s log about message "
+            f"{bundle.message_id} up to its export (entry {head_index}, "
+            f"{format_time(head.at)}): each names the one before it, so none was left out."
+        )
+    else:
+        check.proven.append(
+            f"The bundle holds every entry of {bundle.exported_by}'s log about message "
+            f"{bundle.message_id} from entry {oldest_unchained} up to its export (entry "
+            f"{head_index}, {format_time(head.at)}): each names the one before it."
+        )
+        check.warnings.append(
+            f"Entries before {oldest_unchained} are of the first format: each is proven, but "
+            "not that none of them was left out."
+        )
 
 
 def _check_key_changes(
@@ -957,6 +1071,8 @@ def verify_bundle(
        a trusted witness's cosignature that verifies (DESIGN 7).
     6. Each log entry is a well-formed event about this message, in the exporter's log,
        whose inclusion proof leads to the checkpoint's root (RFC 9162 2.1.3.2).
+    7. The entries are complete (`_check_complete`, issue 12): chained each to the one
+       before, from the export's own entry back, none left out, no receipt left out.
     Raises `BundleVerificationError` listing every failure; returns the evidence otherwise.
     """
     try:

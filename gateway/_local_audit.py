@@ -44,7 +44,7 @@ from storage import (
 from . import _audit
 from ._local_api import CurrentUser
 from ._runtime import Node
-from ._witness_check import verify_with_witnesses
+from ._witness_check import verify_with_witnesses, witness_now
 
 __all__ = ["local_audit_router"]
 
@@ -189,7 +189,13 @@ def local_audit_router(node: Node) -> APIRouter:
         proofs and the cosigned checkpoint. No content."""
         _may_export(node, user, message_id)
         try:
-            data = await asyncio.to_thread(_audit.export_bundle, node, message_id, user=user.name)
+            # The export's own entry ends the message's chain; the peers are asked to
+            # cosign the checkpoint that covers it before the bundle is built on it.
+            head = await asyncio.to_thread(_audit.seal_export, node, message_id, user=user.name)
+            await witness_now(node)
+            data = await asyncio.to_thread(
+                _audit.export_bundle, node, message_id, user=user.name, head=head
+            )
         except _audit.ExportError as e:
             raise HTTPException(409, str(e)) from e
         except StorageError as e:

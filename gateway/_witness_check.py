@@ -49,7 +49,13 @@ from storage import (
 from ._peer_api import REFUSED, _authenticated_peer
 from ._runtime import Node, PeerKeys, PeerUnknown
 
-__all__ = ["WITNESSED_PATH", "check_witnesses", "peer_witnessed_router"]
+__all__ = [
+    "WITNESSED_PATH",
+    "check_witnesses",
+    "peer_witnessed_router",
+    "verify_with_witnesses",
+    "witness_now",
+]
 
 log = logging.getLogger("accord.audit")
 WITNESSED_PATH = "/peer/v1/audit/witnessed"
@@ -210,5 +216,29 @@ async def verify_with_witnesses(node: Node) -> dict[str, Any]:
 
     try:
         return await check_witnesses(node, report, ask)
+    finally:
+        await transport.aclose()
+
+
+async def witness_now(node: Node, *, timeout: float = ASK_TIMEOUT) -> None:
+    """Ask every active peer to cosign the latest checkpoint at once (an evidence bundle
+    is about to be built on it), each within `timeout`; a peer that is down or refuses
+    leaves the checkpoint as it is, and the bundle then says no witness cosigned it."""
+    from ._audit import request_cosignature
+    from ._delivery import PeerTransport
+    from ._peer_audit import PeerWitnessTransport
+
+    transport = PeerTransport(node)
+    witnesses = PeerWitnessTransport(transport)
+
+    async def one(party: str) -> None:
+        try:
+            peer = node.peer_keys(party)
+            await asyncio.wait_for(request_cosignature(node, witnesses, peer), timeout)
+        except Exception as e:  # the bundle is made anyway, and says what it lacks
+            log.info("witnessing by %s for a bundle failed: %s: %s", party, type(e).__name__, e)
+
+    try:
+        await asyncio.gather(*(one(p) for p in await asyncio.to_thread(_active, node)))
     finally:
         await transport.aclose()

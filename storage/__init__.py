@@ -53,6 +53,7 @@ from ._audit import (
     tree_root,
     tree_size,
 )
+from ._audit_chain import append_chained
 from ._blobs import BlobStore, BlobWriter
 from ._cases import (
     advance_case,
@@ -218,6 +219,7 @@ __all__ = [
     "add_witness_evidence",
     "advance_case",
     "agreement_notice_times",
+    "append_chained",
     "append_leaf",
     "append_leaves",
     "audit_verify",

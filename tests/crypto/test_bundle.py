@@ -74,7 +74,12 @@ def make_bundle(
     consent_tokens: tuple[Envelope, ...] = (),
     consent: Callable[[Envelope], dict[str, tuple[Envelope, ...]]] | None = None,
     extra_receipts: Callable[[Envelope], tuple[Envelope, ...]] | None = None,
+    legacy: bool = False,
 ) -> Made:
+    """A bundle as a node exports it: every entry about the message chained to the one
+    before it, up to the export's own entry (issue 12); with `legacy`, the first format,
+    unchained and without the export's entry."""
+    chained = not legacy
     sent = send(a, b, [])
     keys = {"signatory": a.signatory, "seal": a.seal}
     statement = sent.sealed.sign([keys[s] for s in signers])
@@ -103,6 +108,7 @@ def make_bundle(
             user="Глава",
             marking={"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
             digests={"statement": statement.payload_sha256, "envelope": statement.sha256},
+            chained=chained,
         ),
         LogEvent("message.read", NOW, a.party_id, message_id="другое-сообщение", user="Оператор"),
         LogEvent(
@@ -113,16 +119,30 @@ def make_bundle(
             peer=b.party_id,
             verdict="accepted",
             digests={"receipt": receipt.sha256},
+            chained=chained,
+            prev=1 if chained else None,
         ),
         LogEvent("key.added", NOW, a.party_id, detail={"key_id": "ab" * 32}),
     ]
+    if chained:
+        events.append(
+            LogEvent(
+                "bundle.exported",
+                NOW + timedelta(minutes=1),
+                a.party_id,
+                message_id=message_id,
+                user="Аудитор",
+                chained=True,
+                prev=3,
+            )
+        )
     leaves = [e.to_leaf() for e in events]
     tree = MerkleTree(leaf_hash(leaf) for leaf in leaves)
     origin = log_origin(a.party_id)
     note = sign_checkpoint(Checkpoint(origin, tree.size, tree.root()), origin, a.seal)
     if cosign:
         note = add_cosignature(note, witness_name(b.party_id), b.seal, NOW + timedelta(minutes=1))
-    wanted = [1, 3] + ([2] if other_message_entry else [])
+    wanted = [1, 3] + ([] if legacy else [5]) + ([2] if other_message_entry else [])
     entries = tuple(LogEntry(i, leaves[i], tuple(tree.inclusion_proof(i))) for i in wanted)
     bundle = Bundle(
         message_id=message_id,
@@ -164,8 +184,9 @@ def test_valid_bundle_proves_statement_receipt_log_and_witness(made: Made) -> No
     assert "Log entry 3: receipt.stored (verdict accepted)" in text
     assert f"{made.b.party_id} witnessed that checkpoint" in text
     assert "расследование дела № 17/2026" in text
+    assert "every entry of" in text and "none was left out" in text
     assert evidence.warnings == ()
-    assert evidence.checkpoint is not None and evidence.checkpoint.size == 5
+    assert evidence.checkpoint is not None and evidence.checkpoint.size == 6
 
 
 def test_bundle_round_trips_byte_for_byte(made: Made) -> None:
@@ -224,7 +245,7 @@ def test_attack_log_entry_about_another_message_fails(party_a: Party, party_b: P
 
 
 def test_attack_entry_moved_to_another_index_fails(made: Made) -> None:
-    first, second = made.bundle.entries
+    first, second, _ = made.bundle.entries
     moved = dataclasses.replace(first, index=second.index)
     data = dataclasses.replace(made.bundle, entries=(moved,)).to_bytes()
     assert any("does not verify" in f for f in failures(made, data))

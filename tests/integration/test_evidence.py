@@ -4,21 +4,27 @@
   checkpoint the peer cosigned, and rewrites the checkpoints, cosignatures, subtree hashes
   and state row so that the database is consistent again: `accord audit verify` still
   finds it, from the peer's record of what it cosigned.
+- A bundle with a read or a receipt taken out fails `accord verify`: each log entry about
+  the message names the one before it, up to the export's own entry.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from crypto import Envelope
+from crypto.bundle import BundleVerificationError, LogEvent, verify_bundle
+from crypto.canonical import dumps, loads_canonical
 from crypto.descriptor import NodeDescriptor, verify_descriptor
 from gateway._harness import accord_command
 from gateway.config import AuditConfig
@@ -177,3 +183,71 @@ def test_audit_tail_deleted_after_witnessed_checkpoint_detected(nodes: Nodes) ->
     assert human.returncode == 1
     (line,) = human.stderr.splitlines()
     assert "is inconsistent: truncated" in line and PARTY_B in line
+
+
+# --- Bundles that leave something out ----------------------------------------------------
+
+
+def _read_at_b(nodes: Nodes, message_id: str) -> None:
+    with nodes.b.client(OPERATOR_B) as client:
+        response = client.get(f"/api/v1/messages/{message_id}")
+    assert response.status_code == 200, response.text
+
+
+def _export(node: NodeProcess, message_id: str, path: Path) -> bytes:
+    result = accord(node, "bundle", "export", message_id, "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    return path.read_bytes()
+
+
+def _without(data: bytes, *, kind: str | None = None, receipts: bool = False) -> bytes:
+    """The bundle with the log entries of `kind` (and/or its receipts) taken out, written
+    back in its canonical form: every remaining byte still proven."""
+    document = loads_canonical(data)
+    assert isinstance(document, dict)
+    if kind is not None:
+        entries = document["log"]["entries"]
+        kept = [e for e in entries if LogEvent.from_leaf(base64.b64decode(e["leaf"])).kind != kind]
+        assert len(kept) < len(entries), f"the bundle has no {kind} entry"
+        document["log"]["entries"] = kept
+    if receipts:
+        assert document["receipts"], "the bundle has no receipt"
+        document["receipts"] = []
+    return dumps(document)
+
+
+def _verify_cli(nodes: Nodes, data: bytes, path: Path) -> dict[str, Any]:
+    path.write_bytes(data)
+    trust = [arg for p in nodes.descriptors for arg in ("--trust", str(p))]
+    result = accord(None, "verify", str(path), *trust, "--json")
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert (result.returncode == 0) is report["ok"], result.stderr
+    return report
+
+
+def test_bundle_with_read_event_removed_fails(nodes: Nodes, tmp_path: Path) -> None:
+    message_id = _send(nodes)
+    _read_at_b(nodes, message_id)
+    data = _export(nodes.b, message_id, tmp_path / "b.json")
+    whole = _verify_cli(nodes, data, tmp_path / "whole.json")
+    assert whole["ok"], whole["failures"]
+    assert any("every entry" in p and "none was left out" in p for p in whole["proven"])
+    cut = _verify_cli(nodes, _without(data, kind="message.read"), tmp_path / "cut.json")
+    assert cut["ok"] is False
+    assert any("left out" in f for f in cut["failures"]), cut["failures"]
+
+
+def test_bundle_with_receipt_removed_fails(nodes: Nodes, tmp_path: Path) -> None:
+    message_id = _send(nodes)
+    data = _export(nodes.a, message_id, tmp_path / "a.json")
+    assert verify_bundle(data, _trusted(nodes)).message_id == message_id
+    # The signed receipt taken out: the log's receipt.stored entry names it.
+    no_receipt = _without(data, receipts=True)
+    with pytest.raises(BundleVerificationError) as refused:
+        verify_bundle(no_receipt, _trusted(nodes))
+    assert any("receipt" in f and "not in the bundle" in f for f in refused.value.failures)
+    # The receipt and its log entry taken out: the chain of entries breaks.
+    both = _without(data, kind="receipt.stored", receipts=True)
+    report = _verify_cli(nodes, both, tmp_path / "both.json")
+    assert report["ok"] is False
+    assert any("left out" in f for f in report["failures"]), report["failures"]
