@@ -14,10 +14,15 @@ Invariants:
   the same content in any other byte form, is refused. Every byte is either covered by a
   signature or a Merkle proof, or checked against something that is: the message id
   against the statement, the exporting party against the checkpoint's origin, the index
-  of a log entry by its inclusion proof. One byte changed anywhere fails verification.
+  of a log entry by its inclusion proof. One byte changed anywhere fails verification,
+  but in a cosignature's witness name (see below).
 - Every signature present must be by a trusted key and verify: a signature line or a
   DSSE signature of an unknown key is a failure here, not ignored, since a bundle is a
-  closed piece of evidence.
+  closed piece of evidence. One exception (issue 12): a checkpoint cosignature under the
+  witness name of a Party the auditor did not pass is reported as a warning and counts
+  for nothing, as do key changes of such a Party; the bilateral check stands without it.
+- Several descriptors of one Party are accepted when the bundle's key changes link their
+  seals; the newest is the trust root (`_one_descriptor_each`).
 - Trust comes only from the node descriptors the auditor passes (`--trust`), whose
   fingerprints the auditor compared out of band, and from the key changes that link a
   Party's earlier seals to its descriptor's seal (`crypto.rotation.trace_seal_chain`):
@@ -42,7 +47,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -122,7 +129,22 @@ def log_origin(party: str) -> str:
 
 def witness_name(party: str) -> str:
     """The name under which `party`'s node cosigns its peers' checkpoints."""
-    return f"accord-witness:{_escape(party)}"
+    return f"{_WITNESS_PREFIX}{_escape(party)}"
+
+
+_WITNESS_PREFIX = "accord-witness:"
+
+
+def _witness_party(name: str) -> str | None:
+    """The party a witness key name stands for (the inverse of `witness_name`), or None
+    when the name is not a witness's."""
+    if not name.startswith(_WITNESS_PREFIX):
+        return None
+    try:
+        party = urllib.parse.unquote(name[len(_WITNESS_PREFIX) :], errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return party if witness_name(party) == name else None
 
 
 # --- The leaf format ---------------------------------------------------------------------
@@ -886,6 +908,15 @@ def _check_log(
         if (line.name, line.key_id) == log_key:
             continue
         witness = witnesses.get((line.name, line.key_id))
+        stranger = _witness_party(line.name)
+        if witness is None and stranger is not None and stranger not in descriptors:
+            # Not a failure of the bilateral check (issue 12): the auditor did not pass
+            # this Party's descriptor, so its cosignature is neither checked nor counted.
+            check.warnings.append(
+                f"The checkpoint is also cosigned by {stranger}, whose descriptor was not "
+                "passed (--trust): that cosignature was not checked and counts for nothing."
+            )
+            continue
         if witness is None:
             check.failures.append(f"the checkpoint has a signature by an unknown key {line.name}")
             continue
@@ -1023,6 +1054,17 @@ def _check_complete(bundle: Bundle, events: Mapping[int, LogEvent], check: _Chec
         )
 
 
+def _change_party(change: KeyChange) -> str | None:
+    """The Party an unverified key-change statement names, only to tell whether the
+    auditor trusts it."""
+    try:
+        payload = loads_canonical(change.envelope.payload)
+    except VerificationError:
+        return None
+    party = payload.get("party") if isinstance(payload, dict) else None
+    return party if isinstance(party, str) else None
+
+
 def _check_key_changes(
     bundle: Bundle, descriptors: Mapping[str, NodeDescriptor], check: _Check
 ) -> None:
@@ -1041,11 +1083,69 @@ def _check_key_changes(
         check.proven.extend(chain.proven)
         check.failures.extend(chain.failures)
         linked |= chain.used | chain.refused
+    strangers = sorted(
+        {p for c in bundle.key_changes if (p := _change_party(c)) is not None} - set(descriptors)
+    )
+    if strangers:
+        check.warnings.append(
+            f"The bundle carries key changes of {', '.join(strangers)}, whose descriptors were "
+            "not passed (--trust): they were not checked and count for nothing."
+        )
+    linked |= {c.envelope.sha256 for c in bundle.key_changes if _change_party(c) in strangers}
     if any(d not in linked for d in digests):
         check.failures.append(
             "a key-change statement links to no seal of a trusted descriptor: a missing or "
             "forged link (or the descriptor of its Party was not passed with --trust)"
         )
+
+
+def _one_descriptor_each(
+    trusted: Sequence[NodeDescriptor], changes: Sequence[KeyChange], check: _Check
+) -> dict[str, NodeDescriptor]:
+    """One descriptor per Party. An auditor may pass a Party's descriptor of the time and
+    its current one (issue 12): the one whose seal chain, traced through the bundle's key
+    changes, reaches every other one's seal is the trust root, and the signatories of the
+    others are kept (the auditor vouched for them too). Descriptors of one Party that no
+    key change links are refused: the auditor must say which one to trust."""
+    grouped: dict[str, list[NodeDescriptor]] = {}
+    for d in trusted:
+        same = grouped.setdefault(d.party, [])
+        if d not in same:
+            same.append(d)
+    chosen: dict[str, NodeDescriptor] = {}
+    for party, candidates in grouped.items():
+        if len(candidates) == 1:
+            chosen[party] = candidates[0]
+            continue
+        root = None
+        for candidate in candidates:
+            chain = trace_seal_chain(party, candidate.seal, changes)
+            seals = {k.key_id for k in chain.history.keys}
+            if all(other.seal.key_id in seals for other in candidates):
+                root = candidate
+                break
+        if root is None:
+            raise BundleVerificationError(
+                [
+                    f"{len(candidates)} descriptors of {party} whose seals no key change in the "
+                    "bundle links: pass only the one you compared most recently"
+                ],
+                [],
+            )
+        signatories = list(root.signatories)
+        known = {s.key.key_id for s in signatories}
+        for other in candidates:
+            for s in other.signatories:
+                if s.key.key_id not in known:
+                    known.add(s.key.key_id)
+                    signatories.append(s)
+        chosen[party] = dataclasses.replace(root, signatories=tuple(signatories))
+        check.warnings.append(
+            f"{len(candidates)} descriptors of {party} were passed: its seal "
+            f"{root.seal.key_id[:16]}… is the trust root, the others' seals are linked to it "
+            "by the bundle's key changes."
+        )
+    return chosen
 
 
 def verify_bundle(
@@ -1079,12 +1179,8 @@ def verify_bundle(
         bundle = Bundle.from_bytes(data)
     except VerificationError as e:
         raise BundleVerificationError([f"the bundle is malformed: {e.reason}"], []) from e
-    descriptors: dict[str, NodeDescriptor] = {}
-    for d in trusted:
-        if d.party in descriptors and descriptors[d.party] != d:
-            raise BundleVerificationError([f"two different descriptors of {d.party}"], [])
-        descriptors[d.party] = d
     check = _Check()
+    descriptors = _one_descriptor_each(trusted, bundle.key_changes, check)
     _check_key_changes(bundle, descriptors, check)
     statement = _check_statement(bundle, descriptors, check)
     if statement is not None:
