@@ -79,7 +79,7 @@ from .errors import VerificationError
 from .keys import VerifyKey
 from .merkle import leaf_hash, verify_inclusion
 from .receipts import RECEIPT_TYPE, Receipt, Verdict
-from .rotation import KeyChange, SealChain, trace_seal_chain
+from .rotation import KeyChange, RotatedKind, RotationStatement, SealChain, trace_seal_chain
 from .sealed import STATEMENT_TYPE, Statement
 
 __all__ = [
@@ -1065,6 +1065,16 @@ def _change_party(change: KeyChange) -> str | None:
     return party if isinstance(party, str) else None
 
 
+def _rotated_from(change: KeyChange) -> str | None:
+    """The seal an unverified rotation statement names as rotated out, only to word a
+    warning; None for anything else."""
+    try:
+        rotation = RotationStatement.from_payload(loads_canonical(change.envelope.payload))
+    except (VerificationError, ValueError):
+        return None
+    return rotation.old_key_id if rotation.kind is RotatedKind.SEAL else None
+
+
 def _check_key_changes(
     bundle: Bundle, descriptors: Mapping[str, NodeDescriptor], check: _Check
 ) -> None:
@@ -1092,6 +1102,19 @@ def _check_key_changes(
             "not passed (--trust): they were not checked and count for nothing."
         )
     linked |= {c.envelope.sha256 for c in bundle.key_changes if _change_party(c) in strangers}
+    for change in bundle.key_changes:
+        # A rotation *from* a seal the auditor trusts, to a later one: the descriptor passed
+        # is older than the Party's current one. It grants no trust; it is reported.
+        owner, old = _change_party(change), _rotated_from(change)
+        traced = None if owner is None else check.chains.get(owner)
+        if change.envelope.sha256 in linked or traced is None or old is None:
+            continue
+        if old in {k.key_id for k in traced.history.keys}:
+            linked.add(change.envelope.sha256)
+            check.warnings.append(
+                f"The bundle shows that {owner} rotated its seal {old[:16]}… afterwards: the "
+                f"descriptor of {owner} you passed is not its current one; ask {owner} for it."
+            )
     if any(d not in linked for d in digests):
         check.failures.append(
             "a key-change statement links to no seal of a trusted descriptor: a missing or "

@@ -72,7 +72,7 @@ from storage import (
 )
 
 from ._bundle_consent import consent_evidence
-from ._bundle_keys import key_change_evidence
+from ._bundle_keys import key_change_evidence, peer_key_change_evidence
 from ._runtime import Node, PeerKeys, PeerUnknown
 
 __all__ = [
@@ -560,9 +560,21 @@ def export_bundle(
             entries=entries,
             revocations=consents.revocations,
             forwards=consents.forwards,
-            key_changes=key_change_evidence(session, node.party),
+            key_changes=(
+                *key_change_evidence(session, node.party),
+                # Issue 12: the chains of the other Parties whose signatures it carries.
+                *peer_key_change_evidence(session, _signers_of(message, best, session)),
+            ),
         )
     return bundle.to_bytes()
+
+
+def _signers_of(message: Message, checkpoint: AuditCheckpoint, session: Session) -> set[str]:
+    """The Parties other than this node whose signatures a bundle of `message` on
+    `checkpoint` carries: the sender (statement, consent tokens), the recipient
+    (receipts, forward statements) and the witnesses of the checkpoint."""
+    witnesses = {c.witness for c in list_cosignatures(session, checkpoint.size)}
+    return {message.sender, message.recipient, *witnesses}
 
 
 # --- The whole-log check ----------------------------------------------------------------

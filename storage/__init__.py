@@ -104,6 +104,7 @@ from ._errors import (
     StorageError,
     StorageUnavailable,
 )
+from ._key_statements import PeerKeyStatement, keep_peer_statement, list_peer_statements
 from ._messages import (
     NewMessage,
     PartRef,
@@ -196,6 +197,7 @@ __all__ = [
     "Outcome",
     "PartRef",
     "Peer",
+    "PeerKeyStatement",
     "PeerStatus",
     "Receipt",
     "ReplayEntry",
@@ -249,6 +251,7 @@ __all__ = [
     "insert_draft",
     "insert_outgoing",
     "insert_outgoing_many",
+    "keep_peer_statement",
     "last_cosigned_size",
     "latest_checkpoint",
     "latest_witnessed",
@@ -264,6 +267,7 @@ __all__ = [
     "list_keys",
     "list_leaves",
     "list_messages",
+    "list_peer_statements",
     "list_peers",
     "list_users",
     "list_visible_messages",

@@ -28,8 +28,8 @@ from crypto.canonical import dumps, loads_canonical
 from crypto.descriptor import NodeDescriptor, verify_descriptor
 from gateway._harness import accord_command
 from gateway.config import AuditConfig
-from storage import audit_verify, tree_nodes
-from tests.integration._nodes import Cluster, NodeProcess, wait_until
+from storage import audit_verify, list_peer_statements, tree_nodes
+from tests.integration._nodes import NODE_PASSPHRASE, Cluster, NodeProcess, wait_until
 
 PARTY_A, PARTY_B = "МВД-РБ", "Росгвардия"
 OPERATOR_A, OPERATOR_B, AUDITOR = "Оператор А", "Оператор Б", "Аудитор"
@@ -251,3 +251,75 @@ def test_bundle_with_receipt_removed_fails(nodes: Nodes, tmp_path: Path) -> None
     report = _verify_cli(nodes, both, tmp_path / "both.json")
     assert report["ok"] is False
     assert any("left out" in f for f in report["failures"]), report["failures"]
+
+
+def test_cosignature_by_a_party_not_passed_is_reported_not_a_failure(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    """Issue 12: an auditor who checks B's bundle with B's descriptor alone sees A's
+    cosignature of B's checkpoint reported, not the bilateral check failed by it (A's
+    statement aside, which needs A's descriptor). B's log: A's was truncated above, and
+    B rightly refuses to cosign it since."""
+    message_id = _send(nodes)
+
+    def cosigned() -> bytes | None:
+        data = _export(nodes.b, message_id, tmp_path / "b.json")
+        return data if f"accord-witness:{PARTY_A}".encode() in data else None
+
+    data = wait_until(cosigned, what=f"a bundle of {PARTY_B} cosigned by {PARTY_A}", timeout=60)
+    b_only = [d for d in _trusted(nodes) if d.party == PARTY_B]
+    with pytest.raises(BundleVerificationError) as refused:
+        verify_bundle(data, b_only)
+    failures = refused.value.failures
+    assert any(f"sender {PARTY_A} is not trusted" in f for f in failures)
+    assert not any("unknown key" in f or "cosignature" in f for f in failures), failures
+
+
+# --- Evidence after key changes (the last tests: they rotate A's seal) -------------------
+
+
+def _rotate_seal(node: NodeProcess) -> str:
+    env = dict(os.environ, ACCORD_PASSPHRASE=NODE_PASSPHRASE)
+    done = subprocess.run(
+        [*accord_command(), "keys", "rotate", "--home", str(node.home_dir), "--key", "seal",
+         "--json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    new: str = json.loads(done.stdout)["new_key_id"]
+    return new
+
+
+def _kept_statements(node: NodeProcess, party: str) -> int:
+    with node.database() as db, db.session(readonly=True) as session:
+        return len(list_peer_statements(session, [party]))
+
+
+def test_bundle_from_the_recipient_verifies_after_the_sender_rotated_its_seal(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    """Issue 12: B's bundle of a message A sealed before A rotated its seal verifies
+    against A's *current* descriptor (B carries A's rotation as A signed it), and against
+    A's old and current descriptors passed together."""
+    message_id = _send(nodes)
+    old_descriptor = tmp_path / "a-old.descriptor"
+    old_descriptor.write_bytes(nodes.descriptors[0].read_bytes())
+    new_seal = _rotate_seal(nodes.a)
+    wait_until(
+        lambda: _kept_statements(nodes.b, PARTY_A) > 0 or None,
+        what=f"{PARTY_B} to apply {PARTY_A}'s rotation",
+        timeout=60,
+    )
+    current = tmp_path / "a-current.descriptor"
+    current.write_bytes(nodes.a.export())
+    data = _export(nodes.b, message_id, tmp_path / "b.json")
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(data)
+    for trust in ([current, nodes.descriptors[1]], [old_descriptor, current, nodes.descriptors[1]]):
+        args = [arg for p in trust for arg in ("--trust", str(p))]
+        result = accord(None, "verify", str(bundle), *args, "--json")
+        report = json.loads(result.stdout)
+        assert result.returncode == 0 and report["ok"], report["failures"]
+        proven = "\n".join(report["proven"])
+        assert f"{PARTY_A}'s seal" in proven and new_seal[:16] in proven
+        assert f"Message {message_id}" in proven and "none was left out" in proven
