@@ -18,6 +18,7 @@ from ._consent import consent_router
 from ._forward import forward_peer_router, forward_router
 from ._local_api import local_router
 from ._local_audit import local_audit_router
+from ._log_export import log_export_router
 from ._peer_api import peer_router
 from ._peer_audit import peer_audit_router
 from ._peer_keys import peer_keys_router
@@ -52,6 +53,7 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(peer_audit_router(node))
     app.include_router(peer_keys_router(node))
     app.include_router(peer_witnessed_router(node))
+    app.include_router(log_export_router(node))
 
     app.add_middleware(_Faces)
     return app

@@ -275,6 +275,58 @@ def test_cosignature_by_a_party_not_passed_is_reported_not_a_failure(
     assert not any("unknown key" in f or "cosignature" in f for f in failures), failures
 
 
+# --- The whole log, exported and checked offline -------------------------------------------
+
+
+def _log_verify(nodes: Nodes, data: bytes, path: Path) -> tuple[int, dict[str, Any]]:
+    path.write_bytes(data)
+    trust = [arg for p in nodes.descriptors for arg in ("--trust", str(p))]
+    result = accord(None, "audit", "verify", str(path), *trust, "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_exported_log_verifies_offline_and_tampering_fails(nodes: Nodes, tmp_path: Path) -> None:
+    _send(nodes)
+    path = tmp_path / "журнал-b.json"
+    done = accord(nodes.b, "audit", "export", "-o", str(path))
+    assert done.returncode == 0, done.stderr
+    data = path.read_bytes()
+    code, report = _log_verify(nodes, data, tmp_path / "whole.json")
+    assert code == 0 and report["ok"], report["failures"]
+    assert report["party"] == PARTY_B and report["size"] > 0
+    assert any("checkpoint(s)" in p and "cosignature(s)" in p for p in report["proven"])
+    human = accord(None, "audit", "verify", str(tmp_path / "whole.json"), "--trust",
+                   str(nodes.descriptors[1]), "--trust", str(nodes.descriptors[0]))  # fmt: skip
+    assert human.returncode == 0 and "PROVEN" in human.stdout
+
+    document = loads_canonical(data)
+    assert isinstance(document, dict)
+    leaves = document["leaves"]
+    event = loads_canonical(base64.b64decode(leaves[1]))
+    assert isinstance(event, dict)
+    altered = dict(document, leaves=[leaves[0], base64.b64encode(
+        dumps({**event, "user": "кто-то другой"})).decode(), *leaves[2:]])  # fmt: skip
+    removed = dict(document, leaves=[leaves[0], *leaves[2:]])
+    # A checkpoint re-signed by a key no descriptor names (a thief's key under the
+    # node's log name).
+    from crypto.bundle import log_origin
+    from crypto.checkpoint import Checkpoint, parse_note, sign_checkpoint
+    from crypto.keys import SigningKey
+
+    origin = log_origin(PARTY_B)
+    body = parse_note(document["checkpoints"][-1]).text
+    resigned = sign_checkpoint(Checkpoint.from_body(body), origin, SigningKey.generate())
+    forged = dict(document, checkpoints=[*document["checkpoints"][:-1], resigned.decode()])
+    for name, tampered, words in (
+        ("altered", altered, "do not hash to the root"),
+        ("removed", removed, "do not hash to the root"),
+        ("resigned", forged, "not signed by a seal"),
+    ):
+        code, report = _log_verify(nodes, dumps(tampered), tmp_path / f"{name}.json")
+        assert code == 1 and report["ok"] is False, name
+        assert any(words in f for f in report["failures"]), (name, report["failures"])
+
+
 # --- Evidence after key changes (the last tests: they rotate A's seal) -------------------
 
 
