@@ -171,7 +171,9 @@ def _verify_file(path: Path, trust: list[Path], json_output: bool) -> None:
     from crypto.auditlog import LogVerificationError, verify_log_export
 
     if not trust:
-        _fail("pass the exporting Party's descriptor (and its peers') with --trust")
+        raise typer.BadParameter(
+            "pass the exporting Party's descriptor (and its peers') with --trust"
+        )
     descriptors = [_descriptor(p) for p in trust]
     try:
         data = path.read_bytes()
@@ -204,7 +206,7 @@ def audit_verify(
     file: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[FILE]",
+            metavar="FILE",
             help="An export of `accord audit export`, checked offline (with --trust).",
             show_default=False,
         ),
@@ -248,7 +250,7 @@ def audit_verify(
         _verify_file(file, trust or [], json_output)
         return
     if node is None or token is None:
-        _fail("give --node URL and --token TOKEN, or an exported FILE with --trust")
+        raise typer.BadParameter("give --node URL and --token TOKEN, or an exported FILE")
     with _refusals(), LocalClient(node, token, ca) as client:
         report = client.audit_verify()
     if json_output:
