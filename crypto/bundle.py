@@ -14,10 +14,15 @@ Invariants:
   the same content in any other byte form, is refused. Every byte is either covered by a
   signature or a Merkle proof, or checked against something that is: the message id
   against the statement, the exporting party against the checkpoint's origin, the index
-  of a log entry by its inclusion proof. One byte changed anywhere fails verification.
+  of a log entry by its inclusion proof. One byte changed anywhere fails verification,
+  but in a cosignature's witness name (see below).
 - Every signature present must be by a trusted key and verify: a signature line or a
   DSSE signature of an unknown key is a failure here, not ignored, since a bundle is a
-  closed piece of evidence.
+  closed piece of evidence. One exception (issue 12): a checkpoint cosignature under the
+  witness name of a Party the auditor did not pass is reported as a warning and counts
+  for nothing, as do key changes of such a Party; the bilateral check stands without it.
+- Several descriptors of one Party are accepted when the bundle's key changes link their
+  seals; the newest is the trust root (`_one_descriptor_each`).
 - Trust comes only from the node descriptors the auditor passes (`--trust`), whose
   fingerprints the auditor compared out of band, and from the key changes that link a
   Party's earlier seals to its descriptor's seal (`crypto.rotation.trace_seal_chain`):
@@ -28,6 +33,11 @@ Invariants:
   (`check_consent_token`, art. 7.3); a revocation only when sealed by the originator, of
   a token in the bundle; a forward statement only when sealed by the forwarder, under a
   token in the bundle that names the same forwarder, third party and purpose.
+- A bundle holds every log entry about its message up to its export (issue 12): each
+  version 2 event about a message names the previous one about it (`LogEvent.prev`), the
+  export's own entry ends the chain, and a receipt the log records as stored must be in
+  the bundle. A bundle of first-format (unchained) entries verifies with a warning that
+  completeness is not proven.
 - `verify_bundle` raises `BundleVerificationError` (a `VerificationError`) listing every
   failure, and returns `BundleEvidence` (the plain-words list of what was proven) only
   when nothing failed.
@@ -37,7 +47,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,7 +79,7 @@ from .errors import VerificationError
 from .keys import VerifyKey
 from .merkle import leaf_hash, verify_inclusion
 from .receipts import RECEIPT_TYPE, Receipt, Verdict
-from .rotation import KeyChange, SealChain, trace_seal_chain
+from .rotation import KeyChange, RotatedKind, RotationStatement, SealChain, trace_seal_chain
 from .sealed import STATEMENT_TYPE, Statement
 
 __all__ = [
@@ -88,6 +100,9 @@ __all__ = [
 
 BUNDLE_TYPE = "application/vnd.accord.evidence-bundle+json; version=1"
 LOG_EVENT_TYPE = "accord.audit-event/v1"
+# The event kinds the completeness check reads (the node's `EventKind` has the same).
+EXPORT_EVENT = "bundle.exported"
+RECEIPT_STORED_EVENT = "receipt.stored"
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_DETAIL_TEXT = 500
 _HASH_SIZE = 32
@@ -114,7 +129,22 @@ def log_origin(party: str) -> str:
 
 def witness_name(party: str) -> str:
     """The name under which `party`'s node cosigns its peers' checkpoints."""
-    return f"accord-witness:{_escape(party)}"
+    return f"{_WITNESS_PREFIX}{_escape(party)}"
+
+
+_WITNESS_PREFIX = "accord-witness:"
+
+
+def _witness_party(name: str) -> str | None:
+    """The party a witness key name stands for (the inverse of `witness_name`), or None
+    when the name is not a witness's."""
+    if not name.startswith(_WITNESS_PREFIX):
+        return None
+    try:
+        party = urllib.parse.unquote(name[len(_WITNESS_PREFIX) :], errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return party if witness_name(party) == name else None
 
 
 # --- The leaf format ---------------------------------------------------------------------
@@ -152,19 +182,31 @@ class LogEvent:
     marking: Mapping[str, Any] | None = None
     verdict: str | None = None
     detail: Mapping[str, str | int] = field(default_factory=dict)
+    # Version 2 (issue 12): `chained` events about a message name the index of the
+    # previous event about the same message in this log (`prev`), absent for its first.
+    chained: bool = False
+    prev: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind or len(self.kind) > 64:
             raise ValueError("an event kind is 1 to 64 characters")
         if self.at.tzinfo is None:
             raise ValueError("an event time must be timezone-aware")
+        if self.prev is not None and (
+            not self.chained
+            or self.message_id is None
+            or isinstance(self.prev, bool)
+            or not isinstance(self.prev, int)
+            or self.prev < 0
+        ):
+            raise ValueError("prev is the index of an earlier event of a chained message event")
         for name, value in self.digests.items():
             parse_hex64(value, f"digest {name}")
         _parse_detail(dict(self.detail))
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "v": 1,
+            "v": 2 if self.chained else 1,
             "type": LOG_EVENT_TYPE,
             "kind": self.kind,
             "at": format_time(self.at),
@@ -184,6 +226,8 @@ class LogEvent:
             payload["digests"] = dict(self.digests)
         if self.detail:
             payload["detail"] = dict(self.detail)
+        if self.prev is not None:
+            payload["prev"] = self.prev
         return payload
 
     def to_leaf(self) -> bytes:
@@ -197,11 +241,17 @@ class LogEvent:
             loads_canonical(leaf),
             {"v", "type", "kind", "at", "node"},
             {"message_id", "sender", "recipient", "peer", "user", "digests", "marking", "verdict",
-             "detail"},
+             "detail", "prev"},
             "audit event",
         )  # fmt: skip
-        if data["v"] != 1 or data["type"] != LOG_EVENT_TYPE:
-            raise VerificationError("not an audit event of version 1")
+        if data["v"] not in (1, 2) or data["type"] != LOG_EVENT_TYPE:
+            raise VerificationError("not an audit event of version 1 or 2")
+        chained = data["v"] == 2
+        prev = None
+        if "prev" in data:
+            if not chained or data.get("message_id") is None:
+                raise VerificationError("only a version 2 event about a message names prev")
+            prev = parse_int(data["prev"], "audit event prev")
         if not isinstance(data["kind"], str) or not 0 < len(data["kind"]) <= 64:
             raise VerificationError("audit event kind must be 1 to 64 characters")
         digests = data.get("digests", {})
@@ -224,6 +274,8 @@ class LogEvent:
                 digests={k: parse_hex64(v, f"digest {k}") for k, v in digests.items()},
                 marking=marking,
                 detail=_parse_detail(data.get("detail", {})),
+                chained=chained,
+                prev=prev,
                 **texts,
             )
         except ValueError as e:
@@ -856,6 +908,15 @@ def _check_log(
         if (line.name, line.key_id) == log_key:
             continue
         witness = witnesses.get((line.name, line.key_id))
+        stranger = _witness_party(line.name)
+        if witness is None and stranger is not None and stranger not in descriptors:
+            # Not a failure of the bilateral check (issue 12): the auditor did not pass
+            # this Party's descriptor, so its cosignature is neither checked nor counted.
+            check.warnings.append(
+                f"The checkpoint is also cosigned by {stranger}, whose descriptor was not "
+                "passed (--trust): that cosignature was not checked and counts for nothing."
+            )
+            continue
         if witness is None:
             check.failures.append(f"the checkpoint has a signature by an unknown key {line.name}")
             continue
@@ -883,6 +944,7 @@ def _check_log(
     if not bundle.entries:
         check.failures.append("the bundle holds no log entry about the message")
     seen: set[int] = set()
+    events: dict[int, LogEvent] = {}
     for entry in bundle.entries:
         if entry.index in seen:
             check.failures.append(f"log entry {entry.index} appears twice")
@@ -900,13 +962,117 @@ def _check_log(
         except VerificationError as e:
             check.failures.append(f"log entry {entry.index} does not verify: {e.reason}")
             continue
+        events[entry.index] = event
         words = f" (verdict {event.verdict})" if event.verdict else ""
         who = f" by {event.user}" if event.user else ""
         check.proven.append(
             f"Log entry {entry.index}: {event.kind}{who}{words} on {format_time(event.at)}, "
             "included in that checkpoint."
         )
+    _check_complete(bundle, events, check)
     return checkpoint
+
+
+def _check_complete(bundle: Bundle, events: Mapping[int, LogEvent], check: _Check) -> None:
+    """7. Completeness (issue 12): every version 2 event about a message names the
+    previous event about it in the same log (`prev`), and the export's own entry
+    (`EXPORT_EVENT`) ends the chain. Walking back from it must meet every entry of the
+    bundle and find every link in it, so an entry left out (a read, a receipt) breaks
+    the chain; a receipt the log records as stored must be in the bundle.
+
+    Entries of the first format (version 1, before chaining) name no predecessor: a
+    bundle of them alone still proves each entry, and says that it cannot prove none
+    was left out; a chain that reaches one proves completeness from there on only."""
+    if not events:
+        return
+    if not any(e.chained for e in events.values()):
+        check.warnings.append(
+            "The log entries are of the first format (before each entry named the one "
+            "before it): each is proven, but not that no entry about the message was left "
+            "out. Export the bundle again to have that proven."
+        )
+        return
+    head_index = max(events)
+    head = events[head_index]
+    if not head.chained or head.kind != EXPORT_EVENT:
+        check.failures.append(
+            f"the last log entry ({head_index}, {head.kind}) is not the entry of the "
+            "bundle's export: the entries after it were left out"
+        )
+        return
+    visited: set[int] = set()
+    index, event = head_index, head
+    oldest_unchained: int | None = None
+    while True:
+        visited.add(index)
+        if not event.chained:
+            oldest_unchained = index
+            break
+        if event.prev is None:
+            break
+        previous = events.get(event.prev)
+        if event.prev >= index or previous is None:
+            check.failures.append(
+                f"log entry {event.prev} about the message was left out of the bundle: "
+                f"entry {index} names it as the one before it"
+            )
+            return
+        index, event = event.prev, previous
+    stray = sorted(
+        i for i in events if i not in visited and (oldest_unchained is None or i > oldest_unchained)
+    )
+    if stray:
+        check.failures.append(
+            f"log entries {', '.join(map(str, stray))} are not in the chain of entries about "
+            "the message"
+        )
+        return
+    receipts = {r.sha256 for r in bundle.receipts}
+    for i in sorted(visited):
+        digest = events[i].digests.get("receipt")
+        if events[i].kind == RECEIPT_STORED_EVENT and digest is not None and digest not in receipts:
+            check.failures.append(
+                f"the receipt that log entry {i} records as stored is not in the bundle: "
+                "it was left out"
+            )
+            return
+    if oldest_unchained is None:
+        check.proven.append(
+            f"The bundle holds every entry of {bundle.exported_by}'s log about message "
+            f"{bundle.message_id} up to its export (entry {head_index}, "
+            f"{format_time(head.at)}): each names the one before it, so none was left out."
+        )
+    else:
+        check.proven.append(
+            f"The bundle holds every entry of {bundle.exported_by}'s log about message "
+            f"{bundle.message_id} from entry {oldest_unchained} up to its export (entry "
+            f"{head_index}, {format_time(head.at)}): each names the one before it."
+        )
+        check.warnings.append(
+            f"Entries before {oldest_unchained} are of the first format: each is proven, but "
+            "not that none of them was left out."
+        )
+
+
+def _change_party(change: KeyChange) -> str | None:
+    """The Party an unverified key-change statement names, only to tell whether the
+    auditor trusts it."""
+    try:
+        payload = loads_canonical(change.envelope.payload)
+    except VerificationError:
+        return None
+    party = payload.get("party") if isinstance(payload, dict) else None
+    return party if isinstance(party, str) else None
+
+
+def _rotated_from(change: KeyChange) -> str | None:
+    """The seal an unverified rotation statement names as rotated out, only to word a
+    warning; None for anything else."""
+    try:
+        rotation = RotationStatement.from_payload(loads_canonical(change.envelope.payload))
+    except (VerificationError, ValueError):
+        return None
+    return rotation.old_key_id if rotation.kind is RotatedKind.SEAL else None
 
 
 def _check_key_changes(
@@ -927,11 +1093,82 @@ def _check_key_changes(
         check.proven.extend(chain.proven)
         check.failures.extend(chain.failures)
         linked |= chain.used | chain.refused
+    strangers = sorted(
+        {p for c in bundle.key_changes if (p := _change_party(c)) is not None} - set(descriptors)
+    )
+    if strangers:
+        check.warnings.append(
+            f"The bundle carries key changes of {', '.join(strangers)}, whose descriptors were "
+            "not passed (--trust): they were not checked and count for nothing."
+        )
+    linked |= {c.envelope.sha256 for c in bundle.key_changes if _change_party(c) in strangers}
+    for change in bundle.key_changes:
+        # A rotation *from* a seal the auditor trusts, to a later one: the descriptor passed
+        # is older than the Party's current one. It grants no trust; it is reported.
+        owner, old = _change_party(change), _rotated_from(change)
+        traced = None if owner is None else check.chains.get(owner)
+        if change.envelope.sha256 in linked or traced is None or old is None:
+            continue
+        if old in {k.key_id for k in traced.history.keys}:
+            linked.add(change.envelope.sha256)
+            check.warnings.append(
+                f"The bundle shows that {owner} rotated its seal {old[:16]}… afterwards: the "
+                f"descriptor of {owner} you passed is not its current one; ask {owner} for it."
+            )
     if any(d not in linked for d in digests):
         check.failures.append(
             "a key-change statement links to no seal of a trusted descriptor: a missing or "
             "forged link (or the descriptor of its Party was not passed with --trust)"
         )
+
+
+def _one_descriptor_each(
+    trusted: Sequence[NodeDescriptor], changes: Sequence[KeyChange], check: _Check
+) -> dict[str, NodeDescriptor]:
+    """One descriptor per Party. An auditor may pass a Party's descriptor of the time and
+    its current one (issue 12): the one whose seal chain, traced through the bundle's key
+    changes, reaches every other one's seal is the trust root, and the signatories of the
+    others are kept (the auditor vouched for them too). Descriptors of one Party that no
+    key change links are refused: the auditor must say which one to trust."""
+    grouped: dict[str, list[NodeDescriptor]] = {}
+    for d in trusted:
+        same = grouped.setdefault(d.party, [])
+        if d not in same:
+            same.append(d)
+    chosen: dict[str, NodeDescriptor] = {}
+    for party, candidates in grouped.items():
+        if len(candidates) == 1:
+            chosen[party] = candidates[0]
+            continue
+        root = None
+        for candidate in candidates:
+            chain = trace_seal_chain(party, candidate.seal, changes)
+            seals = {k.key_id for k in chain.history.keys}
+            if all(other.seal.key_id in seals for other in candidates):
+                root = candidate
+                break
+        if root is None:
+            raise BundleVerificationError(
+                [
+                    f"{len(candidates)} descriptors of {party} whose seals no key change in the "
+                    "bundle links: pass only the one you compared most recently"
+                ],
+                [],
+            )
+        signatories = list(root.signatories)
+        known = {s.key.key_id for s in signatories}
+        for other in candidates:
+            for s in other.signatories:
+                if s.key.key_id not in known:
+                    known.add(s.key.key_id)
+                    signatories.append(s)
+        chosen[party] = dataclasses.replace(root, signatories=tuple(signatories))
+        check.warnings.append(
+            f"{len(candidates)} descriptors of {party} were passed: its seal "
+            f"{root.seal.key_id[:16]}… is the trust root, the others' seals are linked to it "
+            "by the bundle's key changes."
+        )
+    return chosen
 
 
 def verify_bundle(
@@ -957,18 +1194,16 @@ def verify_bundle(
        a trusted witness's cosignature that verifies (DESIGN 7).
     6. Each log entry is a well-formed event about this message, in the exporter's log,
        whose inclusion proof leads to the checkpoint's root (RFC 9162 2.1.3.2).
+    7. The entries are complete (`_check_complete`, issue 12): chained each to the one
+       before, from the export's own entry back, none left out, no receipt left out.
     Raises `BundleVerificationError` listing every failure; returns the evidence otherwise.
     """
     try:
         bundle = Bundle.from_bytes(data)
     except VerificationError as e:
         raise BundleVerificationError([f"the bundle is malformed: {e.reason}"], []) from e
-    descriptors: dict[str, NodeDescriptor] = {}
-    for d in trusted:
-        if d.party in descriptors and descriptors[d.party] != d:
-            raise BundleVerificationError([f"two different descriptors of {d.party}"], [])
-        descriptors[d.party] = d
     check = _Check()
+    descriptors = _one_descriptor_each(trusted, bundle.key_changes, check)
     _check_key_changes(bundle, descriptors, check)
     statement = _check_statement(bundle, descriptors, check)
     if statement is not None:

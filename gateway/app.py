@@ -15,8 +15,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from accord.gateway.api.local.audit import local_audit_router
+from accord.gateway.api.local.log_export import log_export_router
 from accord.gateway.api.local.messages import local_router
 from accord.gateway.audit.witness import peer_audit_router
+from accord.gateway.audit.witness_check import peer_witnessed_router
 from accord.gateway.consent.control import consent_router
 from accord.gateway.consent.forward import forward_peer_router, forward_router
 from accord.gateway.keys.upkeep import peer_keys_router
@@ -50,6 +52,8 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(local_audit_router(node))
     app.include_router(peer_audit_router(node))
     app.include_router(peer_keys_router(node))
+    app.include_router(peer_witnessed_router(node))
+    app.include_router(log_export_router(node))
 
     app.add_middleware(_Faces)
     return app

@@ -53,6 +53,7 @@ from ._audit import (
     tree_root,
     tree_size,
 )
+from ._audit_chain import append_chained
 from ._blobs import BlobStore, BlobWriter
 from ._cases import (
     advance_case,
@@ -103,6 +104,7 @@ from ._errors import (
     StorageError,
     StorageUnavailable,
 )
+from ._key_statements import PeerKeyStatement, keep_peer_statement, list_peer_statements
 from ._messages import (
     NewMessage,
     PartRef,
@@ -195,6 +197,7 @@ __all__ = [
     "Outcome",
     "PartRef",
     "Peer",
+    "PeerKeyStatement",
     "PeerStatus",
     "Receipt",
     "ReplayEntry",
@@ -218,6 +221,7 @@ __all__ = [
     "add_witness_evidence",
     "advance_case",
     "agreement_notice_times",
+    "append_chained",
     "append_leaf",
     "append_leaves",
     "audit_verify",
@@ -247,6 +251,7 @@ __all__ = [
     "insert_draft",
     "insert_outgoing",
     "insert_outgoing_many",
+    "keep_peer_statement",
     "last_cosigned_size",
     "latest_checkpoint",
     "latest_witnessed",
@@ -262,6 +267,7 @@ __all__ = [
     "list_keys",
     "list_leaves",
     "list_messages",
+    "list_peer_statements",
     "list_peers",
     "list_users",
     "list_visible_messages",

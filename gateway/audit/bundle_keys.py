@@ -10,6 +10,8 @@ trace_seal_chain` walks the chain back from the current seal, offline.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlmodel import Session, col, select
 
 from accord.crypto import Envelope, VerificationError, VerifyKey
@@ -22,9 +24,51 @@ from accord.crypto.rotation import (
     RotatedKind,
     RotationStatement,
 )
-from accord.storage import Key, KeyAnnouncement, KeyKind
+from accord.storage import Key, KeyAnnouncement, KeyKind, list_peer_statements
 
-__all__ = ["key_change_evidence"]
+__all__ = ["key_change_evidence", "peer_key_change_evidence"]
+
+
+def peer_key_change_evidence(session: Session, parties: Iterable[str]) -> tuple[KeyChange, ...]:
+    """Every seal rotation and revocation of the peers `parties` that this node applied,
+    as the peer signed it (`storage.list_peer_statements`, issue 12), with the public key
+    of each rotated-out seal from the key history: a bundle exported here then verifies
+    against those Parties' current descriptors too."""
+    wanted = set(parties)
+    seals = {
+        k.key_id: k
+        for k in session.exec(
+            select(Key).where(col(Key.owner).in_(sorted(wanted)), col(Key.kind) == KeyKind.SEAL)
+        ).all()
+    }
+    changes: dict[str, KeyChange] = {}
+    for row in list_peer_statements(session, wanted):
+        if row.payload_type not in (ROTATION_TYPE, REVOCATION_TYPE):
+            continue
+        envelope = Envelope.from_bytes(row.envelope.encode("utf-8"))
+        change = _seal_change(envelope, row.party, seals)
+        if change is not None:
+            changes.setdefault(envelope.sha256, change)
+    return tuple(changes.values())
+
+
+def _seal_change(envelope: Envelope, party: str, seals: dict[str, Key]) -> KeyChange | None:
+    """The statement as a bundle's key change when it rotates or revokes a seal of
+    `party` that `seals` holds, else None."""
+    try:
+        payload = loads_canonical(envelope.payload)
+        if envelope.payload_type == ROTATION_TYPE:
+            rotation = RotationStatement.from_payload(payload)
+            old = seals.get(rotation.old_key_id)
+            if rotation.kind is not RotatedKind.SEAL or rotation.party != party or old is None:
+                return None
+            return KeyChange(envelope, VerifyKey.from_dict(old.public))
+        revocation = RevocationStatement.from_payload(payload)
+        if revocation.party == party and revocation.key_id in seals:
+            return KeyChange(envelope)
+    except (VerificationError, ValueError):
+        pass  # not ours to vouch for: the verifier would refuse it anyway
+    return None
 
 
 def key_change_evidence(session: Session, party: str) -> tuple[KeyChange, ...]:

@@ -28,7 +28,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -48,7 +48,7 @@ from accord.crypto.checkpoint import (
 )
 from accord.crypto.merkle import consistency_plan, inclusion_plan
 from accord.gateway.audit.bundle_consent import consent_evidence
-from accord.gateway.audit.bundle_keys import key_change_evidence
+from accord.gateway.audit.bundle_keys import key_change_evidence, peer_key_change_evidence
 from accord.gateway.node.runtime import Node, PeerKeys, PeerUnknown
 from accord.storage import (
     AuditCheckpoint,
@@ -59,8 +59,7 @@ from accord.storage import (
     StorageError,
     add_checkpoint,
     add_cosignature,
-    append_leaf,
-    append_leaves,
+    append_chained,
     audit_verify,
     get_message,
     get_receipt,
@@ -89,6 +88,7 @@ __all__ = [
     "record_all",
     "record_alone",
     "request_cosignature",
+    "seal_export",
     "sign_checkpoint_if_due",
     "verify_log",
 ]
@@ -238,18 +238,20 @@ def key_event(
     return event(kind, party, now, user=user, detail=detail)
 
 
+def _chained(entry: LogEvent) -> Callable[[int | None], bytes]:
+    """The leaf of `entry` as a version 2 event, naming the previous event about its
+    message (issue 12: a bundle that leaves one out breaks the chain)."""
+    return lambda prev: replace(entry, chained=True, prev=prev).to_leaf()
+
+
 def record(session: Session, entry: LogEvent) -> int:
     """Append `entry` to the log in `session`'s transaction; return its leaf index."""
-    ids = [entry.message_id] if entry.message_id else []
-    return append_leaf(session, entry.to_leaf(), entry.at, message_ids=ids)
+    return append_chained(session, [(_chained(entry), entry.at, entry.message_id)])[0]
 
 
 def record_all(session: Session, entries: Iterable[LogEvent]) -> list[int]:
     """Append several events, in order, in `session`'s transaction (one append)."""
-    return append_leaves(
-        session,
-        [(e.to_leaf(), e.at, [e.message_id] if e.message_id else []) for e in entries],
-    )
+    return append_chained(session, [(_chained(e), e.at, e.message_id) for e in entries])
 
 
 def record_alone(node: Node, entry: LogEvent, *, required: bool = False) -> None:
@@ -469,17 +471,46 @@ class ExportError(Exception):
     """No bundle can be made; the message says why and what to do."""
 
 
-def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> bytes:
+def seal_export(node: Node, message_id: str, *, user: str | None = None) -> int:
+    """Record the export of `message_id`'s bundle in the log and sign a checkpoint that
+    covers it; return the export entry's index.
+
+    The export entry is the last link of the message's chain of events (issue 12): a
+    bundle built up to it holds every entry about the message before it, and an auditor
+    finds any left out. Raises `ExportError` when the message is unknown or has no entry.
+    """
+    with node.db.session() as session:
+        try:
+            get_message(session, message_id)
+        except NotFound as e:
+            raise ExportError(f"no message {message_id} on this node") from e
+        if not leaves_for_message(session, message_id):
+            raise ExportError(
+                f"message {message_id} has no audit log entry on this node (it predates the log)"
+            )
+        exported = event(
+            EventKind.BUNDLE_EXPORTED, node.party, node.clock(), message_id=message_id, user=user
+        )
+        head = record(session, exported)
+    sign_checkpoint_if_due(node)
+    return head
+
+
+def export_bundle(
+    node: Node, message_id: str, *, user: str | None = None, head: int | None = None
+) -> bytes:
     """The evidence bundle of `message_id` (see `crypto.bundle`), as bytes.
 
-    The log entries are proven against the checkpoint that covers all of them and has the
-    most cosignatures (the newest among equals); if no checkpoint covers them yet, one is
-    signed now. Only checkpoints signed by the current seal are candidates, so that an
-    auditor holding the current descriptor verifies it; what earlier seals signed (the
-    statement, a receipt) is linked to the current seal by the key changes the bundle
-    carries (`key_change_evidence`, issue 5). The export itself is recorded in the log,
-    after the bundle's checkpoint.
+    Its log entries are every entry about the message up to the export's own entry
+    (`head`, from `seal_export`; recorded now when not given), chained each to the one
+    before. They are proven against the checkpoint that covers all of them and has the
+    most cosignatures (the newest among equals). Only checkpoints signed by the current
+    seal are candidates, so that an auditor holding the current descriptor verifies it;
+    what earlier seals signed (the statement, a receipt) is linked to the current seal by
+    the key changes the bundle carries (`key_change_evidence`, issue 5).
     """
+    if head is None:
+        head = seal_export(node, message_id, user=user)
     origin, seal = log_origin(node.party), node.seal.verify_key()
 
     def current(c: AuditCheckpoint) -> bool:
@@ -489,17 +520,13 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
             return False
         return True
 
+    needed = head + 1
     with node.db.session(readonly=True) as session:
         try:
             message = get_message(session, message_id)
         except NotFound as e:
             raise ExportError(f"no message {message_id} on this node") from e
-        leaves = leaves_for_message(session, message_id)
-        if not leaves:
-            raise ExportError(
-                f"message {message_id} has no audit log entry on this node (it predates the log)"
-            )
-        needed = max(leaf.index for leaf in leaves) + 1
+        leaves = [leaf for leaf in leaves_for_message(session, message_id) if leaf.index <= head]
         try:
             receipts = [Envelope.from_bytes(get_receipt(session, message_id).envelope)]
         except NotFound:
@@ -507,7 +534,7 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
         covered = any(current(c) for c in list_checkpoints(session, since=needed, limit=10_000))
     if not covered:
         sign_checkpoint_if_due(node)
-    with node.db.session() as session:
+    with node.db.session(readonly=True) as session:
         stored = list_checkpoints(session, since=needed, limit=10_000)
         candidates = [c for c in stored if current(c)]
         if not candidates:
@@ -532,22 +559,21 @@ def export_bundle(node: Node, message_id: str, *, user: str | None = None) -> by
             entries=entries,
             revocations=consents.revocations,
             forwards=consents.forwards,
-            key_changes=key_change_evidence(session, node.party),
-        )
-        data = bundle.to_bytes()
-        record(
-            session,
-            event(
-                EventKind.BUNDLE_EXPORTED,
-                node.party,
-                node.clock(),
-                message_id=message_id,
-                user=user,
-                digests={"bundle": _sha256(data)},
-                detail={"checkpoint_size": best.size},
+            key_changes=(
+                *key_change_evidence(session, node.party),
+                # Issue 12: the chains of the other Parties whose signatures it carries.
+                *peer_key_change_evidence(session, _signers_of(message, best, session)),
             ),
         )
-    return data
+    return bundle.to_bytes()
+
+
+def _signers_of(message: Message, checkpoint: AuditCheckpoint, session: Session) -> set[str]:
+    """The Parties other than this node whose signatures a bundle of `message` on
+    `checkpoint` carries: the sender (statement, consent tokens), the recipient
+    (receipts, forward statements) and the witnesses of the checkpoint."""
+    witnesses = {c.witness for c in list_cosignatures(session, checkpoint.size)}
+    return {message.sender, message.recipient, *witnesses}
 
 
 # --- The whole-log check ----------------------------------------------------------------

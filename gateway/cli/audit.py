@@ -5,8 +5,12 @@
   database. Consent tokens are checked by `crypto.bundle.check_consent_token`. Prints
   what was proven in plain words; `--json` prints `{"ok", "proven", "failures",
   "warnings"}`; exit 1 on any failure.
-- `accord audit verify --node URL --token TOKEN`: the node recomputes its whole log and
-  checks every checkpoint and cosignature; the first inconsistency is named; exit 1 then.
+- `accord audit export -o FILE` and `accord audit verify FILE --trust DESCRIPTOR...`: the
+  whole log, checked offline by `crypto.auditlog.verify_log_export` (issue 12).
+- `accord audit verify --node URL --token TOKEN`: the node recomputes its whole log,
+  checks every checkpoint and cosignature, and compares it with the latest checkpoint each
+  peer cosigned (a truncation behind it is named); the first inconsistency is named; exit
+  1 then.
 
 Exit codes as everywhere: 0 success, 1 refused or failed (one line on stderr), 2 usage.
 """
@@ -143,15 +147,119 @@ def verify(
         _fail(f"the bundle does not verify: {first}. Do not rely on it")
 
 
-@audit_app.command("verify")
-def audit_verify(
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The file to write the log to.", show_default=False),
+    ],
     node: NodeOption,
     token: TokenOption,
     ca: CaOption = None,
     json_output: JsonOption = False,
 ) -> None:
+    """Write the node's whole audit log (leaves, checkpoints, cosignatures and the seal
+    key changes) for `accord audit verify FILE --trust DESCRIPTOR...` (issue 12)."""
+    from accord.gateway.api.local.log_export import export_log
+
+    with _client_refusals(), LocalClient(node, token, ca) as client:
+        data = export_log(client)
+    try:
+        output.write_bytes(data)
+    except OSError as e:
+        _fail(f"cannot write {output}: {e.strerror}. Choose another -o FILE")
+    if json_output:
+        _print_json({"file": str(output), "bytes": len(data)})
+        return
+    typer.echo(f"Wrote the audit log to {output} ({len(data)} bytes).")
+    typer.echo("Verify it offline with `accord audit verify FILE --trust DESCRIPTOR...`.")
+
+
+def _verify_file(path: Path, trust: list[Path], json_output: bool) -> None:
+    """`accord audit verify FILE --trust ...`: offline, with `crypto/` alone."""
+    from accord.crypto.auditlog import LogVerificationError, verify_log_export
+
+    if not trust:
+        raise typer.BadParameter(
+            "pass the exporting Party's descriptor (and its peers') with --trust"
+        )
+    descriptors = [_descriptor(p) for p in trust]
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        _fail(f"cannot read {path}: {e.strerror}. Check the path of the export")
+    document: dict[str, Any]
+    try:
+        evidence = verify_log_export(data, descriptors)
+        document = {"ok": True, "party": evidence.party, "size": evidence.size,
+                    "proven": list(evidence.proven), "failures": [],
+                    "warnings": list(evidence.warnings)}  # fmt: skip
+    except LogVerificationError as e:
+        document = {"ok": False, "proven": list(e.proven), "failures": list(e.failures),
+                    "warnings": []}  # fmt: skip
+    if json_output:
+        _print_json(document)
+    else:
+        for line in document["proven"]:
+            typer.echo(f"PROVEN   {line}")
+        for line in document["warnings"]:
+            typer.echo(f"NOTE     {line}")
+        for line in document["failures"]:
+            typer.echo(f"FAILED   {line}")
+    if not document["ok"]:
+        _fail(f"the audit log does not verify: {document['failures'][0]}. Do not rely on it")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="FILE",
+            help="An export of `accord audit export`, checked offline (with --trust).",
+            show_default=False,
+        ),
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust",
+            metavar="DESCRIPTOR",
+            help="With FILE: a Party's node descriptor whose fingerprint you compared.",
+            show_default=False,
+        ),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            envvar="ACCORD_NODE",
+            metavar="URL",
+            help="The node's local API URL (or ACCORD_NODE).",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="ACCORD_TOKEN",
+            metavar="TOKEN",
+            help="Your API token (or ACCORD_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
+    ca: CaOption = None,
+    json_output: JsonOption = False,
+) -> None:
     """Have the node recompute its whole audit log and check every checkpoint and
-    cosignature; the first inconsistency is named."""
+    cosignature and what its peers cosigned; the first inconsistency is named. With FILE,
+    check an export offline against --trust descriptors instead, trusting no node."""
+    if file is not None:
+        _verify_file(file, trust or [], json_output)
+        return
+    if node is None or token is None:
+        raise typer.BadParameter("give --node URL and --token TOKEN, or an exported FILE")
     with _client_refusals(), LocalClient(node, token, ca) as client:
         report = client.audit_verify()
     if json_output:
@@ -162,6 +270,16 @@ def audit_verify(
             f"root {report.get('root')}, {report.get('checkpoints_verified')} signed "
             f"checkpoint(s), {report.get('cosignatures_verified')} cosignature(s)."
         )
+    if not json_output:
+        # What each peer cosigned (issue 12): a truncation behind it is the problem below.
+        for found in report.get("witnesses") or []:
+            if found.get("status") == "consistent":
+                typer.echo(
+                    f"WITNESS  {found.get('party')} cosigned size {found.get('size')}: the log "
+                    "still holds it unchanged."
+                )
+        for line in report.get("warnings") or []:
+            typer.echo(f"NOTE     {line}")
     if not report.get("ok"):
         problem = report.get("problem") or {}
         _fail(

@@ -387,6 +387,10 @@ class LocalClient:
         """The node's check of its whole audit log (auditors and admins)."""
         return _object(self._request("GET", "/audit/verify"))
 
+    def audit_get(self, path: str, **params: Any) -> Any:
+        """A GET of the audit API (`path` under /api/v1/audit), its JSON answer."""
+        return self._request("GET", path, params=params)
+
     # -- Plumbing ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:

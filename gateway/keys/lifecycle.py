@@ -87,6 +87,7 @@ from accord.storage import (
     add_key,
     get_key,
     get_peer,
+    keep_peer_statement,
     list_key_events,
     list_keys,
     list_peers,
@@ -616,6 +617,15 @@ def apply_peer_statement(session: Session, party: str, envelope: Envelope, now: 
         _apply_rotation(session, party, statement, sha, now)
     else:
         _apply_revocation(session, party, statement, sha, now)
+    # Kept as signed: a bundle this node exports carries the peer's chain (issue 12).
+    keep_peer_statement(
+        session,
+        party=party,
+        payload_type=envelope.payload_type,
+        statement_sha256=sha,
+        envelope=envelope.to_bytes().decode("utf-8"),
+        now=now,
+    )
     return "applied"
 
 

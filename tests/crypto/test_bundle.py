@@ -74,7 +74,12 @@ def make_bundle(
     consent_tokens: tuple[Envelope, ...] = (),
     consent: Callable[[Envelope], dict[str, tuple[Envelope, ...]]] | None = None,
     extra_receipts: Callable[[Envelope], tuple[Envelope, ...]] | None = None,
+    legacy: bool = False,
 ) -> Made:
+    """A bundle as a node exports it: every entry about the message chained to the one
+    before it, up to the export's own entry (issue 12); with `legacy`, the first format,
+    unchained and without the export's entry."""
+    chained = not legacy
     sent = send(a, b, [])
     keys = {"signatory": a.signatory, "seal": a.seal}
     statement = sent.sealed.sign([keys[s] for s in signers])
@@ -103,6 +108,7 @@ def make_bundle(
             user="Глава",
             marking={"level": "CONFIDENTIAL", "caveats": ["ORCON"]},
             digests={"statement": statement.payload_sha256, "envelope": statement.sha256},
+            chained=chained,
         ),
         LogEvent("message.read", NOW, a.party_id, message_id="другое-сообщение", user="Оператор"),
         LogEvent(
@@ -113,16 +119,30 @@ def make_bundle(
             peer=b.party_id,
             verdict="accepted",
             digests={"receipt": receipt.sha256},
+            chained=chained,
+            prev=1 if chained else None,
         ),
         LogEvent("key.added", NOW, a.party_id, detail={"key_id": "ab" * 32}),
     ]
+    if chained:
+        events.append(
+            LogEvent(
+                "bundle.exported",
+                NOW + timedelta(minutes=1),
+                a.party_id,
+                message_id=message_id,
+                user="Аудитор",
+                chained=True,
+                prev=3,
+            )
+        )
     leaves = [e.to_leaf() for e in events]
     tree = MerkleTree(leaf_hash(leaf) for leaf in leaves)
     origin = log_origin(a.party_id)
     note = sign_checkpoint(Checkpoint(origin, tree.size, tree.root()), origin, a.seal)
     if cosign:
         note = add_cosignature(note, witness_name(b.party_id), b.seal, NOW + timedelta(minutes=1))
-    wanted = [1, 3] + ([2] if other_message_entry else [])
+    wanted = [1, 3] + ([] if legacy else [5]) + ([2] if other_message_entry else [])
     entries = tuple(LogEntry(i, leaves[i], tuple(tree.inclusion_proof(i))) for i in wanted)
     bundle = Bundle(
         message_id=message_id,
@@ -164,8 +184,9 @@ def test_valid_bundle_proves_statement_receipt_log_and_witness(made: Made) -> No
     assert "Log entry 3: receipt.stored (verdict accepted)" in text
     assert f"{made.b.party_id} witnessed that checkpoint" in text
     assert "расследование дела № 17/2026" in text
+    assert "every entry of" in text and "none was left out" in text
     assert evidence.warnings == ()
-    assert evidence.checkpoint is not None and evidence.checkpoint.size == 5
+    assert evidence.checkpoint is not None and evidence.checkpoint.size == 6
 
 
 def test_bundle_round_trips_byte_for_byte(made: Made) -> None:
@@ -183,8 +204,15 @@ def test_attack_one_byte_flipped_anywhere_fails(made: Made, position: int, value
     data = bytearray(made.data)
     at = position % len(data)
     data[at] ^= value
-    with pytest.raises(BundleVerificationError):
-        verify_bundle(bytes(data), made.trusted)
+    try:
+        evidence = verify_bundle(bytes(data), made.trusted)
+    except BundleVerificationError:
+        return
+    # Issue 12: the one byte that may change without a failure is in a cosignature's
+    # witness name; the line then stands for a Party the auditor did not pass, which is
+    # reported and counts for nothing, and the real witness's cosignature is gone.
+    assert any("whose descriptor was not passed" in w for w in evidence.warnings)
+    assert not any("witnessed that checkpoint" in p for p in evidence.proven)
 
 
 def test_attack_bundle_in_another_json_form_refused(made: Made) -> None:
@@ -224,17 +252,35 @@ def test_attack_log_entry_about_another_message_fails(party_a: Party, party_b: P
 
 
 def test_attack_entry_moved_to_another_index_fails(made: Made) -> None:
-    first, second = made.bundle.entries
+    first, second, _ = made.bundle.entries
     moved = dataclasses.replace(first, index=second.index)
     data = dataclasses.replace(made.bundle, entries=(moved,)).to_bytes()
     assert any("does not verify" in f for f in failures(made, data))
 
 
-def test_attack_cosignature_by_an_untrusted_witness_fails(party_a: Party, party_b: Party) -> None:
+def test_cosignature_by_a_party_not_passed_is_reported_not_a_failure(
+    party_a: Party, party_b: Party
+) -> None:
+    """Issue 12: a witness the auditor did not pass (`--trust`) neither breaks the
+    bilateral check nor counts; the verifier says so."""
     made = make_bundle(party_a, party_b)
     stranger = Party("третья-сторона")
     note = add_cosignature(
         made.bundle.checkpoint, witness_name(stranger.party_id), stranger.seal, NOW
+    )
+    data = dataclasses.replace(made.bundle, checkpoint=note.decode()).to_bytes()
+    evidence = verify_bundle(data, made.trusted)
+    assert any("cosigned by третья-сторона" in w and "not passed" in w for w in evidence.warnings)
+    assert not any("третья-сторона witnessed" in p for p in evidence.proven)
+
+
+def test_attack_cosignature_under_a_trusted_witness_name_by_another_key_fails(
+    party_a: Party, party_b: Party
+) -> None:
+    made = make_bundle(party_a, party_b)
+    stranger = Party("третья-сторона")
+    note = add_cosignature(
+        made.bundle.checkpoint, witness_name(party_b.party_id), stranger.seal, NOW
     )
     data = dataclasses.replace(made.bundle, checkpoint=note.decode()).to_bytes()
     assert any("unknown key" in f for f in failures(made, data))

@@ -32,7 +32,7 @@ FILES = sorted(VECTORS.glob("*.json"))
 
 def test_vectors_are_committed() -> None:
     kinds = {f.name.split("_")[0] for f in FILES}
-    assert kinds == {"envelope", "message", "receipt", "rotation"}
+    assert kinds == {"auditevent", "envelope", "message", "receipt", "rotation"}
     assert any("valid" == json.loads(f.read_text())["expect"] for f in FILES)
 
 
@@ -51,6 +51,12 @@ def _keys(items):
 
 def _check(case) -> list[str]:
     kind = case["name"].split("_")[0]
+    if kind == "auditevent":
+        from accord.crypto.bundle import LogEvent
+
+        event = LogEvent.from_leaf(case["leaf"].encode("utf-8"))
+        assert (event.chained, event.prev) == (case["chained"], case["prev"])
+        return []
     env = Envelope.from_dict(case["envelope"])
     if kind == "envelope":
         verify_envelope(

@@ -403,7 +403,8 @@ def test_exported_bundle_verifies_offline_and_names_the_export(pair: Pair) -> No
     evidence = verify_bundle(data, trusted)
     assert any("message.sent by Оператор" in p for p in evidence.proven)
     assert any("No receipt" in w for w in evidence.warnings)
-    # The export signed the checkpoint its proofs need, then logged itself after it.
+    # The export logged itself (the last link of the message's chain, issue 12), then
+    # signed the checkpoint its proofs need.
     with pair.a.db.session(readonly=True) as session:
         assert latest_checkpoint(session) is not None
     assert _kinds(pair.a)[-1] == "bundle.exported"

@@ -352,9 +352,53 @@ def rotation_cases() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def auditevent_cases() -> list[dict[str, Any]]:
+    """Audit log leaves (crypto.bundle.LogEvent; docs/protocol.md "Audit log"): version 1,
+    and version 2 whose events about a message name the previous one (`prev`, issue 12)."""
+    from accord.crypto.bundle import LogEvent
+    from accord.crypto.canonical import dumps
+
+    message = "0f6f4e5e-6a53-4a2f-9c59-0d7a3b8e1c11"
+    sent = LogEvent("message.sent", NOW, "МВД-РБ", message_id=message, user="Глава",
+                    digests={"statement": hashlib.sha256(b"statement").hexdigest()})  # fmt: skip
+    first = sent.to_leaf().decode()
+    chained = LogEvent("message.read", NOW, "МВД-РБ", message_id=message, user="Оператор",
+                       chained=True, prev=41)  # fmt: skip
+    leaf = chained.to_leaf().decode()
+    head = LogEvent("message.sent", NOW, "МВД-РБ", message_id=message, chained=True)
+    other = LogEvent("user.added", NOW, "МВД-РБ", user="Аудитор", chained=True)
+    return [
+        dict(name="auditevent_v1_valid.json", expect="valid", prev=None, chained=False,
+             description="first format: no chain", leaf=first),
+        dict(name="auditevent_v2_chained_valid.json", expect="valid", prev=41, chained=True,
+             description="names the previous event about its message, at index 41", leaf=leaf),
+        dict(name="auditevent_v2_first_of_message_valid.json", expect="valid", prev=None,
+             chained=True, description="the first event about its message: no prev",
+             leaf=head.to_leaf().decode()),
+        dict(name="auditevent_v2_about_no_message_valid.json", expect="valid", prev=None,
+             chained=True, description="an event about no message", leaf=other.to_leaf().decode()),
+        dict(name="auditevent_prev_in_v1.json", expect="invalid",
+             description="a first-format event cannot name a predecessor",
+             leaf=leaf.replace('"v":2', '"v":1')),
+        dict(name="auditevent_prev_without_message.json", expect="invalid",
+             description="prev on an event about no message",
+             leaf=dumps({**other.to_payload(), "prev": 3}).decode()),
+        dict(name="auditevent_prev_negative.json", expect="invalid",
+             description="prev is an index, never negative", leaf=leaf.replace(":41", ":-1")),
+        dict(name="auditevent_version_3.json", expect="invalid",
+             description="an unknown version", leaf=leaf.replace('"v":2', '"v":3')),
+    ]  # fmt: skip
+
+
 def render() -> dict[str, bytes]:
     files: dict[str, bytes] = {}
-    for group in (envelope_cases(), message_cases(), receipt_cases(), rotation_cases()):
+    for group in (
+        envelope_cases(),
+        message_cases(),
+        receipt_cases(),
+        rotation_cases(),
+        auditevent_cases(),
+    ):
         for c in group:
             files[c["name"]] = (
                 json.dumps(c, ensure_ascii=False, indent=2, sort_keys=True) + "\n"

@@ -7,7 +7,8 @@ content") and admins.
 - `GET /api/v1/audit/checkpoints?since=&limit=`: signed checkpoints, cosigned.
 - `GET /api/v1/audit/proofs/inclusion?index=&size=`, `.../consistency?old=&new=`.
 - `GET /api/v1/audit/verify`: the whole log recomputed, every checkpoint and cosignature
-  checked; the first inconsistency named.
+  checked, then compared with what each peer cosigned (`_witness_check`); the first
+  inconsistency named.
 - `GET /api/v1/audit/witness/evidence`: forks of peers' logs this node refused.
 - `GET /api/v1/messages/{id}/bundle`: the message's evidence bundle (`crypto.bundle`).
 Everything here is events, digests, signatures and proofs: no endpoint returns content.
@@ -26,6 +27,7 @@ from accord.crypto import VerificationError
 from accord.crypto.bundle import LogEvent, log_origin
 from accord.gateway.api.local.messages import CurrentUser
 from accord.gateway.audit import log as _audit
+from accord.gateway.audit.witness_check import verify_with_witnesses, witness_now
 from accord.gateway.messages.access import NotKnown, known_message
 from accord.gateway.node.runtime import Node
 from accord.storage import (
@@ -157,7 +159,8 @@ def local_audit_router(node: Node) -> APIRouter:
     @router.get("/audit/verify")
     async def verify(user: CurrentUser) -> dict[str, Any]:
         _require_auditor(user)
-        return await asyncio.to_thread(_audit.verify_log, node)
+        # The local check, then each peer's record of what it cosigned (issue 12).
+        return await verify_with_witnesses(node)
 
     @router.get("/audit/witness/evidence")
     def evidence(user: CurrentUser) -> list[dict[str, Any]]:
@@ -183,7 +186,13 @@ def local_audit_router(node: Node) -> APIRouter:
         proofs and the cosigned checkpoint. No content."""
         _may_export(node, user, message_id)
         try:
-            data = await asyncio.to_thread(_audit.export_bundle, node, message_id, user=user.name)
+            # The export's own entry ends the message's chain; the peers are asked to
+            # cosign the checkpoint that covers it before the bundle is built on it.
+            head = await asyncio.to_thread(_audit.seal_export, node, message_id, user=user.name)
+            await witness_now(node)
+            data = await asyncio.to_thread(
+                _audit.export_bundle, node, message_id, user=user.name, head=head
+            )
         except _audit.ExportError as e:
             raise HTTPException(409, str(e)) from e
         except StorageError as e:
