@@ -43,7 +43,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ._wire import format_time, parse_hex64, parse_ident, parse_int, parse_time, require_keys
+from ._wire import (
+    format_time,
+    is_version,
+    parse_hex64,
+    parse_ident,
+    parse_int,
+    parse_time,
+    require_keys,
+)
 from .canonical import dumps, loads_canonical
 from .checkpoint import (
     COSIGNATURE_V1,
@@ -200,8 +208,12 @@ class LogEvent:
              "detail"},
             "audit event",
         )  # fmt: skip
-        if data["v"] != 1 or data["type"] != LOG_EVENT_TYPE:
+        if not is_version(data["v"], 1) or data["type"] != LOG_EVENT_TYPE:
             raise VerificationError("not an audit event of version 1")
+        # One byte form per event, as `to_payload` writes it: an optional field is absent,
+        # never null, and digests and detail are absent rather than empty.
+        if None in data.values() or data.get("digests") == {} or data.get("detail") == {}:
+            raise VerificationError("audit event has a null or empty optional field")
         if not isinstance(data["kind"], str) or not 0 < len(data["kind"]) <= 64:
             raise VerificationError("audit event kind must be 1 to 64 characters")
         digests = data.get("digests", {})
