@@ -21,6 +21,7 @@ from ._local_audit import local_audit_router
 from ._peer_api import peer_router
 from ._peer_audit import peer_audit_router
 from ._peer_keys import peer_keys_router
+from ._ratelimit import PeerRateLimit, RateLimiter
 from ._runtime import Node
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
@@ -32,7 +33,7 @@ ASGIApp = Callable[
 ]
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: Node, *, monotonic: Callable[[], float] | None = None) -> FastAPI:
     app = FastAPI(
         title=f"Accord node {node.party}",
         summary="Secure document exchange gateway: the local API of one Party's node.",
@@ -42,6 +43,9 @@ def create_app(node: Node) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.node = node
+    # Per-peer and per-user rate limits (`_ratelimit`); `monotonic` is the tests' clock.
+    limiter = RateLimiter(node.config.rate_limits, **({"clock": monotonic} if monotonic else {}))
+    app.state.rate_limiter = limiter
     app.include_router(local_router(node))
     app.include_router(peer_router(node))
     app.include_router(consent_router(node))
@@ -51,7 +55,8 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(peer_audit_router(node))
     app.include_router(peer_keys_router(node))
 
-    app.add_middleware(_Faces)
+    app.add_middleware(PeerRateLimit, limiter=limiter, face_key=FACE_KEY)
+    app.add_middleware(_Faces)  # added last, so it runs first
     return app
 
 
