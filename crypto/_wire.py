@@ -12,11 +12,13 @@ from typing import Any
 
 from .errors import VerificationError
 
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Matched with `fullmatch`: `$` would also match before a final newline, letting
+# "МВД-РБ\n" pass as a party id and a digest carry a 65th character.
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 # Identifiers (message ids, party ids) are printable and short; Cyrillic is allowed in
 # party ids because profiles name Parties in the working language (art. 9).
-_IDENT = re.compile(r"^[^\x00-\x20\x7f/\\]{1,128}$")
+_IDENT = re.compile(r"[^\x00-\x20\x7f/\\]{1,128}")
 
 
 def format_time(moment: datetime) -> str:
@@ -28,8 +30,14 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z"
 
 
+def is_version(value: Any, expected: int) -> bool:
+    """Whether a statement's "v" is the integer `expected`: JSON `true` is not version 1,
+    although True == 1 in Python (it would be a second byte form of one statement)."""
+    return type(value) is int and value == expected
+
+
 def parse_time(value: Any, field: str) -> datetime:
-    if not isinstance(value, str) or not _TIME.match(value):
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
         raise VerificationError(f"{field} must be a UTC time like 2026-01-31T12:00:00Z")
     try:
         # The pattern above fixes the form; fromisoformat is the fast, strict C parser, and
@@ -40,13 +48,13 @@ def parse_time(value: Any, field: str) -> datetime:
 
 
 def parse_hex64(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _HEX64.match(value):
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
         raise VerificationError(f"{field} must be 64 lowercase hex digits")
     return value
 
 
 def parse_ident(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise VerificationError(f"{field} must be a printable identifier of 1 to 128 characters")
     return value
 

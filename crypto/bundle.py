@@ -55,7 +55,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ._wire import format_time, parse_hex64, parse_ident, parse_int, parse_time, require_keys
+from ._wire import (
+    format_time,
+    is_version,
+    parse_hex64,
+    parse_ident,
+    parse_int,
+    parse_time,
+    require_keys,
+)
 from .canonical import dumps, loads_canonical
 from .checkpoint import (
     COSIGNATURE_V1,
@@ -244,9 +252,14 @@ class LogEvent:
              "detail", "prev"},
             "audit event",
         )  # fmt: skip
-        if data["v"] not in (1, 2) or data["type"] != LOG_EVENT_TYPE:
+        known = is_version(data["v"], 1) or is_version(data["v"], 2)
+        if not known or data["type"] != LOG_EVENT_TYPE:
             raise VerificationError("not an audit event of version 1 or 2")
-        chained = data["v"] == 2
+        # One byte form per event, as `to_payload` writes it: an optional field is absent,
+        # never null, and digests and detail are absent rather than empty.
+        if None in data.values() or data.get("digests") == {} or data.get("detail") == {}:
+            raise VerificationError("audit event has a null or empty optional field")
+        chained = is_version(data["v"], 2)
         prev = None
         if "prev" in data:
             if not chained or data.get("message_id") is None:

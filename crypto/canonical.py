@@ -145,11 +145,15 @@ def loads_canonical(data: bytes) -> Any:
         raise
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise VerificationError(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        # Arrays or objects nested deeper than the interpreter's recursion limit: no
+        # statement of ours nests more than a few levels.
+        raise VerificationError("malformed JSON: nested too deeply") from e
     try:
         # A lone surrogate escape parses but cannot be written as UTF-8 (a ValueError).
         plain = data.isascii() or _BEYOND_BMP.search(data) is None
         canonical = _stdlib_dumps(obj) if plain else dumps(obj)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise VerificationError(f"JSON cannot be canonical: {e}") from e
     if canonical != data:
         # Name the usual culprit; the slow parse runs only for refused input.

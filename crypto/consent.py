@@ -32,7 +32,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import _primitives
-from ._wire import format_time, parse_hex64, parse_ident, parse_text, parse_time, require_keys
+from ._wire import (
+    format_time,
+    is_version,
+    parse_hex64,
+    parse_ident,
+    parse_text,
+    parse_time,
+    require_keys,
+)
 from .envelope import Envelope, VerifiedEnvelope, sign_envelope, verify_envelope
 from .errors import VerificationError
 from .keys import DecryptionKey, Signer, VerifyKey
@@ -117,7 +125,7 @@ class ConsentToken:
             "third_party", "purpose", "marking", "issued", "expires",
         }  # fmt: skip
         data = require_keys(data, fields, set(), "consent token")
-        if data["v"] != _VERSION:
+        if not is_version(data["v"], _VERSION):
             raise VerificationError(f"unsupported consent token version {data['v']!r}")
         issued = parse_time(data["issued"], "issued")
         expires = parse_time(data["expires"], "expires")
@@ -253,7 +261,7 @@ class ConsentRevocation:
     @classmethod
     def from_payload(cls, data: Any) -> ConsentRevocation:
         data = require_keys(data, {"v", "nonce", "originator", "revoked"}, set(), "revocation")
-        if data["v"] != _VERSION:
+        if not is_version(data["v"], _VERSION):
             raise VerificationError(f"unsupported revocation version {data['v']!r}")
         return cls(
             nonce=parse_hex64(data["nonce"], "nonce"),
@@ -319,7 +327,7 @@ class ForwardStatement:
             "purpose", "marking", "created",
         }  # fmt: skip
         data = require_keys(data, fields, set(), "forward statement")
-        if data["v"] != _VERSION:
+        if not is_version(data["v"], _VERSION):
             raise VerificationError(f"unsupported forward statement version {data['v']!r}")
         return cls(
             forward_id=parse_ident(data["forward_id"], "forward_id"),

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._wire import format_time, parse_hex64, parse_ident, parse_text, parse_time, require_keys
+from ._wire import (
+    format_time,
+    is_version,
+    parse_hex64,
+    parse_ident,
+    parse_text,
+    parse_time,
+    require_keys,
+)
 from .canonical import dumps, loads_canonical
 from .envelope import Envelope, sign_envelope, verify_envelope
 from .errors import VerificationError
@@ -116,7 +124,7 @@ class NodeDescriptor:
             "tls_certificate_sha256", "signatories", "created", "profile_sha256",
         }  # fmt: skip
         data = require_keys(data, fields, set(), "descriptor")
-        if data["v"] != DESCRIPTOR_VERSION:
+        if not is_version(data["v"], DESCRIPTOR_VERSION):
             raise VerificationError(f"unsupported descriptor version {data['v']!r}")
         if not isinstance(data["signatories"], list):
             raise VerificationError("signatories must be a list")

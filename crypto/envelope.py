@@ -35,8 +35,9 @@ __all__ = [
     "verify_envelope",
 ]
 
-_PAYLOAD_TYPE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,254})$")
-_KEY_ID = re.compile(r"^[0-9a-f]{64}$")
+# Matched with `fullmatch`: `$` would also match before a final newline.
+_PAYLOAD_TYPE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
+_KEY_ID = re.compile(r"[0-9a-f]{64}")
 SIGNATURE_SIZE = 64
 MAX_SIGNATURES = 16
 
@@ -63,7 +64,7 @@ class Envelope:
 
     def __post_init__(self) -> None:
         # The same checks guard both construction paths, so no ill-formed envelope exists.
-        if not _PAYLOAD_TYPE.match(self.payload_type):
+        if not _PAYLOAD_TYPE.fullmatch(self.payload_type):
             raise VerificationError("payload type must be 1 to 255 printable ASCII characters")
         if not self.signatures:
             raise VerificationError("an envelope carries at least one signature")
@@ -71,7 +72,7 @@ class Envelope:
             raise VerificationError(f"more than {MAX_SIGNATURES} signatures")
         seen: set[str] = set()
         for s in self.signatures:
-            if not _KEY_ID.match(s.keyid):
+            if not _KEY_ID.fullmatch(s.keyid):
                 raise VerificationError("signature key id must be 64 lowercase hex digits")
             if len(s.sig) != SIGNATURE_SIZE:
                 raise VerificationError("an Ed25519 signature is 64 bytes")

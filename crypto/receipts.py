@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ._wire import format_time, parse_hex64, parse_ident, parse_time, require_keys
+from ._wire import format_time, is_version, parse_hex64, parse_ident, parse_time, require_keys
 from .envelope import Envelope, VerifiedEnvelope, sign_envelope, verify_envelope
 from .errors import VerificationError
 from .keys import Signer, VerifyKey
@@ -65,7 +65,7 @@ class Receipt:
             "received_at", "verdict",
         }  # fmt: skip
         data = require_keys(data, fields, set(), "receipt")
-        if data["v"] != RECEIPT_VERSION:
+        if not is_version(data["v"], RECEIPT_VERSION):
             raise VerificationError(f"unsupported receipt version {data['v']!r}")
         try:
             verdict = Verdict(data["verdict"])

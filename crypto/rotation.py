@@ -41,7 +41,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ._wire import format_time, parse_hex64, parse_ident, parse_text, parse_time, require_keys
+from ._wire import (
+    format_time,
+    is_version,
+    parse_hex64,
+    parse_ident,
+    parse_text,
+    parse_time,
+    require_keys,
+)
 from .canonical import loads_canonical
 from .envelope import Envelope, VerifiedEnvelope, sign_envelope, verify_envelope
 from .errors import VerificationError
@@ -153,7 +161,7 @@ class RotationStatement:
         fields = {"v", "party", "kind", "old_key_id", "new_key_id", "new_key", "effective",
                   "overlap_until"}  # fmt: skip
         data = require_keys(data, fields | {"issued"}, set(), "rotation statement")
-        if data["v"] != STATEMENT_VERSION:
+        if not is_version(data["v"], STATEMENT_VERSION):
             raise VerificationError(f"unsupported rotation statement version {data['v']!r}")
         try:
             kind = RotatedKind(data["kind"])
@@ -211,7 +219,7 @@ class RevocationStatement:
     def from_payload(cls, data: Any) -> RevocationStatement:
         fields = {"v", "party", "key_id", "revoked_at", "reason", "issued"}
         data = require_keys(data, fields, set(), "revocation statement")
-        if data["v"] != STATEMENT_VERSION:
+        if not is_version(data["v"], STATEMENT_VERSION):
             raise VerificationError(f"unsupported revocation statement version {data['v']!r}")
         reason = parse_text(data["reason"], "reason", max_len=MAX_REASON)
         if not reason.strip():

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, cast
 from . import _age, _primitives
 from ._wire import (
     format_time,
+    is_version,
     parse_hex64,
     parse_ident,
     parse_int,
@@ -174,7 +175,7 @@ class Statement:
         """Parse a verified payload into a statement; raise `VerificationError` if malformed."""
         if type(data) is not dict or data.keys() != _STATEMENT_FIELDS:
             data = require_keys(data, set(_STATEMENT_FIELDS), set(), "statement")
-        if data["v"] != STATEMENT_VERSION:
+        if not is_version(data["v"], STATEMENT_VERSION):
             raise VerificationError(f"unsupported statement version {data['v']!r}")
         if not isinstance(data["marking"], dict) or not isinstance(data["extensions"], dict):
             raise VerificationError("marking and extensions must be JSON objects")

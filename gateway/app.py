@@ -23,6 +23,7 @@ from accord.gateway.consent.control import consent_router
 from accord.gateway.consent.forward import forward_peer_router, forward_router
 from accord.gateway.keys.upkeep import peer_keys_router
 from accord.gateway.messages.receive import peer_router
+from accord.gateway.node.ratelimit import PeerRateLimit, RateLimiter
 from accord.gateway.node.runtime import Node
 
 __all__ = ["FACE_KEY", "create_app", "with_face"]
@@ -34,7 +35,7 @@ ASGIApp = Callable[
 ]
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: Node, *, monotonic: Callable[[], float] | None = None) -> FastAPI:
     app = FastAPI(
         title=f"Accord node {node.party}",
         summary="Secure document exchange gateway: the local API of one Party's node.",
@@ -44,6 +45,9 @@ def create_app(node: Node) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.node = node
+    # Per-peer and per-user rate limits (`_ratelimit`); `monotonic` is the tests' clock.
+    limiter = RateLimiter(node.config.rate_limits, **({"clock": monotonic} if monotonic else {}))
+    app.state.rate_limiter = limiter
     app.include_router(local_router(node))
     app.include_router(peer_router(node))
     app.include_router(consent_router(node))
@@ -55,7 +59,8 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(peer_witnessed_router(node))
     app.include_router(log_export_router(node))
 
-    app.add_middleware(_Faces)
+    app.add_middleware(PeerRateLimit, limiter=limiter, face_key=FACE_KEY)
+    app.add_middleware(_Faces)  # added last, so it runs first
     return app
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Any
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 __all__ = ["QueueReader", "UploadError", "UploadTooLarge", "parse_upload"]
@@ -87,7 +88,10 @@ async def parse_upload(
 ) -> Any:
     """Parse a send request; call `start(meta, readers)` once `meta` is read, then feed the
     attachments to the readers; return what the started job returns."""
-    ctype, params = parse_options_header(content_type)
+    try:
+        ctype, params = parse_options_header(content_type)
+    except (UnicodeEncodeError, ParseError) as e:  # HTTP headers are latin-1 (RFC 9110)
+        raise UploadError("the content type is not a valid header value") from e
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise UploadError("send a multipart/form-data request with a meta field first")
@@ -152,9 +156,14 @@ async def parse_upload(
                 meta = json.loads(meta_buf.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as e:
                 raise UploadError(f"the meta field is not JSON: {e}") from e
+            except RecursionError as e:
+                raise UploadError("the meta field is nested too deeply") from e
             if not isinstance(meta, dict):
                 raise UploadError("the meta field must be a JSON object")
-            count = len(meta.get("attachments") or [])
+            names = meta.get("attachments") or []
+            if not isinstance(names, list):
+                raise UploadError("the meta field's attachments must be a list of file names")
+            count = len(names)
             readers.extend(QueueReader() for _ in range(count))
             job.append(start(meta, readers))
         elif current[0] is not None:
@@ -174,9 +183,15 @@ async def parse_upload(
         },
     )
     try:
-        async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in body:
+                parser.write(chunk)
+            parser.finalize()
+        except ParseError as e:
+            raise UploadError(f"the request is not well-formed multipart/form-data: {e}") from e
+        if current[0] is not None:
+            # The body ended inside an attachment: its reader would wait for ever.
+            raise UploadError("the request ended before the last attachment's boundary")
         if not job:
             raise UploadError("the request has no meta field")
         if next_attachment[0] != len(readers):

@@ -25,7 +25,15 @@ from typing import Any
 
 import tomli_w
 
-__all__ = ["AuditConfig", "ConfigError", "DeliveryConfig", "Home", "HostPort", "NodeConfig"]
+__all__ = [
+    "AuditConfig",
+    "ConfigError",
+    "DeliveryConfig",
+    "Home",
+    "HostPort",
+    "NodeConfig",
+    "RateLimitConfig",
+]
 
 
 class ConfigError(Exception):
@@ -104,6 +112,22 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """Requests a second (and bursts) allowed to each peer on the peer API and to each
+    user on the local API (gateway/_ratelimit.py). The defaults are far above what one
+    peer or user of a busy node sends, so they only stop a flood."""
+
+    peer_rate: float = 1000.0
+    peer_burst: int = 2000
+    user_rate: float = 500.0
+    user_burst: int = 1000
+
+    def __post_init__(self) -> None:
+        if min(self.peer_rate, self.user_rate) <= 0 or min(self.peer_burst, self.user_burst) < 1:
+            raise ValueError("rate limits must be positive and bursts at least 1")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     party: str
     name: str
@@ -114,6 +138,7 @@ class NodeConfig:
     message_ttl_days: int = 30
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
 
     @property
     def peer_url(self) -> str:
@@ -134,6 +159,7 @@ class NodeConfig:
             "message_ttl_days": self.message_ttl_days,
             "delivery": asdict(self.delivery),
             "audit": asdict(self.audit),
+            "rate_limits": asdict(self.rate_limits),
         }
         return tomli_w.dumps(data)
 
@@ -146,6 +172,7 @@ class NodeConfig:
         try:
             delivery = DeliveryConfig(**data.get("delivery", {}))
             audit = AuditConfig(**data.get("audit", {}))
+            rate_limits = RateLimitConfig(**data.get("rate_limits", {}))
             config = cls(
                 party=str(data["party"]),
                 name=str(data["name"]),
@@ -156,6 +183,7 @@ class NodeConfig:
                 message_ttl_days=int(data.get("message_ttl_days", cls.message_ttl_days)),
                 delivery=delivery,
                 audit=audit,
+                rate_limits=rate_limits,
             )
         except KeyError as e:
             raise ConfigError(f"{where} lacks the setting {e.args[0]!r}") from e

@@ -125,6 +125,11 @@ async def current_user(
         user = await run_in_threadpool(node.user_by_token, digest)
     if user is None:
         raise _problem(401, "unknown or disabled API token: ask the node's admin for one")
+    # The user's rate limit (gateway/_ratelimit.py): a flood from one user slows no other.
+    limited = request.app.state.rate_limiter.check_user(user.name)
+    if limited is not None:
+        retry_after, message = limited
+        raise HTTPException(429, message, headers={"Retry-After": str(retry_after)})
     return user
 
 
