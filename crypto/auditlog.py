@@ -26,14 +26,11 @@ returns `LogEvidence` otherwise.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._wire import parse_ident, require_keys
-from .bundle import LogEvent, _witness_party, log_origin, witness_name
+from .bundle import LogEvent, _b64, _unb64, _witness_party, log_origin, witness_name
 from .canonical import dumps, loads_canonical
 from .checkpoint import (
     COSIGNATURE_V1,
@@ -60,22 +57,6 @@ __all__ = [
 LOG_EXPORT_TYPE = "application/vnd.accord.audit-log+json; version=1"
 MAX_LEAVES = 10_000_000
 MAX_CHECKPOINTS = 1_000_000
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise VerificationError(f"{what} must be base64 text")
-    try:
-        data = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as e:
-        raise VerificationError(f"{what} is not valid base64") from e
-    if _b64(data) != value:
-        raise VerificationError(f"{what} is not canonical base64")
-    return data
 
 
 @dataclass(frozen=True)
